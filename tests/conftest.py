@@ -1,0 +1,59 @@
+"""Shared fixtures: composed configs, tiny generated image folders, a private MLflow store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from PIL import Image
+
+CONF = Path(__file__).resolve().parent.parent / "conf"
+
+COLORS = [(220, 40, 40), (40, 200, 60), (40, 60, 220), (230, 210, 40)]
+
+
+def make_image_folder(root: Path, classes=("ants", "bees"), n_train=8, n_val=4, size=24,
+                      layout="split", seed=0) -> Path:
+    """Class folders of small, learnable images: each class its own colour, plus noise."""
+    rng = np.random.default_rng(seed)
+    splits = {"train": n_train, "val": n_val} if layout == "split" else {"": n_train + n_val}
+    for split, n in splits.items():
+        for ci, cls in enumerate(classes):
+            folder = root / split / cls if split else root / cls
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                base = np.array(COLORS[ci % len(COLORS)], dtype=np.float32)
+                img = np.clip(base + rng.normal(0, 30, (size, size, 3)), 0, 255).astype(np.uint8)
+                ext = "jpg" if i % 2 else "png"
+                Image.fromarray(img).save(folder / f"{cls}_{i}.{ext}")
+    return root
+
+
+def compose_cfg(*overrides: str):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="train", overrides=list(overrides))
+
+
+@pytest.fixture
+def tiny_data(tmp_path) -> Path:
+    return make_image_folder(tmp_path / "data")
+
+
+@pytest.fixture
+def store(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+
+
+@pytest.fixture
+def fast_overrides(tiny_data, store):
+    """A complete, seconds-long run on tiny data: extend with model/strategy overrides."""
+    return [
+        "dataset=imagefolder", f"dataset.root={tiny_data}",
+        "model=resnet18", "model.pretrained=false", "model.input_size=32",
+        "trainer.epochs=2", "trainer.batch_size=4", "trainer.num_workers=0",
+        f"tracking.uri={store}",
+    ]

@@ -1,0 +1,136 @@
+"""Bad input gets an error that says what is wrong and how to fix it, or a named skip."""
+
+import logging
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from tl import backbones, data
+from tl.backbones import DataConfig
+from tl.errors import ConfigError, DataError
+from tl.train import train
+from tests.conftest import compose_cfg, make_image_folder
+
+DATA = DataConfig(32, 36, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bilinear")
+
+
+def splits(root, **extra):
+    cfg = compose_cfg("dataset=imagefolder", f"dataset.root={root}",
+                      *[f"dataset.{k}={v}" for k, v in extra.items()])
+    return data.build_splits(cfg.dataset, DATA)
+
+
+def test_unknown_torchvision_model_names_close_matches():
+    cfg = compose_cfg("model=torchvision", "model.name=resnet181")
+    with pytest.raises(ConfigError, match=r"resnet181.*Close matches: .*resnet18"):
+        backbones.create(cfg.model)
+
+
+def test_unknown_timm_model_names_close_matches():
+    cfg = compose_cfg("model=timm", "model.name=convnext_nanoo")
+    with pytest.raises(ConfigError, match=r"not a timm model.*convnext_nano"):
+        backbones.create(cfg.model)
+
+
+def test_unknown_dataset_is_refused_by_hydra_with_the_choices():
+    from hydra.errors import MissingConfigException
+
+    with pytest.raises(MissingConfigException, match="Available options in 'dataset'"):
+        compose_cfg("dataset=imagenet21k")
+
+
+def test_missing_dataset_root_says_where_to_point(tmp_path):
+    with pytest.raises(DataError, match="does not exist: point dataset.root"):
+        splits(tmp_path / "nothing")
+
+
+def test_root_without_class_folders(tmp_path):
+    (tmp_path / "flat").mkdir()
+    (tmp_path / "flat" / "a.png").write_bytes(b"")
+    with pytest.raises(DataError, match="has no class folders"):
+        splits(tmp_path / "flat")
+
+
+def test_train_and_val_with_different_classes(tmp_path):
+    root = make_image_folder(tmp_path / "d", classes=("ants", "bees"))
+    (root / "val" / "bees").rename(root / "val" / "wasps")
+    with pytest.raises(DataError, match=r"only in train \['bees'\], only in val \['wasps'\]"):
+        splits(root)
+
+
+def test_fewer_than_two_classes(tmp_path):
+    root = make_image_folder(tmp_path / "d", classes=("ants",))
+    with pytest.raises(DataError, match="at least 2"):
+        splits(root)
+
+
+def test_corrupt_images_are_skipped_and_named(tmp_path, caplog):
+    root = make_image_folder(tmp_path / "d")
+    (root / "train" / "ants" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (root / "train" / "bees" / "empty.png").write_bytes(b"")
+    with caplog.at_level(logging.WARNING):
+        s = splits(root)
+    assert len(s.train) == 16
+    assert sorted(p.name for p, _ in s.skipped) == ["broken.jpg", "empty.png"]
+    assert "broken.jpg" in caplog.text and "skipping 2 unreadable" in caplog.text
+
+
+def test_skipped_file_count_is_logged_to_the_run(fast_overrides, tiny_data, store):
+    (tiny_data / "val" / "ants" / "broken.png").write_bytes(b"garbage")
+    train(compose_cfg(*fast_overrides, "trainer.epochs=1"))
+    client = MlflowClient(store)
+    run = client.search_runs([client.get_experiment_by_name("tl").experiment_id])[0]
+    assert run.data.metrics["skipped_files"] == 1
+    assert "skipped_files.txt" in {a.path for a in client.list_artifacts(run.info.run_id)}
+
+
+def test_weights_file_that_does_not_fit_names_the_keys(tmp_path):
+    path = tmp_path / "w.pt"
+    torch.save({"conv1.weight": torch.zeros(1), "extra.bias": torch.zeros(2)}, path)
+    cfg = compose_cfg("model=resnet18", f"model.weights={path}")
+    with pytest.raises(ConfigError, match=r"does not fit the model.*conv1.weight: file \(1,\)"):
+        backbones.create(cfg.model)
+
+
+def test_weights_file_of_the_right_architecture_loads(tmp_path):
+    import torchvision
+
+    src = torchvision.models.resnet18()
+    torch.save(src.state_dict(), tmp_path / "r18.pt")
+    b = backbones.create(compose_cfg("model=resnet18", f"model.weights={tmp_path / 'r18.pt'}").model)
+    assert torch.equal(b.model.conv1.weight, src.conv1.weight)
+
+
+def test_hymenoptera_download_that_fails_offline_says_where_to_put_the_data(tmp_path):
+    cfg = compose_cfg("dataset=hymenoptera", f"dataset.root={tmp_path / 'hymenoptera_data'}",
+                      "dataset.url=http://127.0.0.1:9/hymenoptera_data.zip")
+    with pytest.raises(DataError, match=r"downloading .* failed .*Offline\? .*hymenoptera_data"):
+        data.build_splits(cfg.dataset, DATA)
+    assert not (tmp_path / "hymenoptera_data").exists()
+
+
+def test_cifar10_offline_says_where_to_put_the_data(tmp_path, monkeypatch):
+    import torchvision
+
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, "url", "http://127.0.0.1:9/cifar-10-python.tar.gz")
+    cfg = compose_cfg("dataset=cifar10", f"dataset.root={tmp_path / 'c10'}")
+    with pytest.raises(DataError, match="cifar-10-batches-py"):
+        data.build_splits(cfg.dataset, DATA)
+
+
+@pytest.mark.parametrize("override,message", [
+    ("trainer.epochs=0", "trainer.epochs=0 must be a positive integer"),
+    ("trainer.batch_size=-1", "trainer.batch_size=-1 must be a positive integer"),
+    ("optimizer.lr=0", "optimizer.lr=0 must be a number > 0"),
+    ("trainer.num_workers=-2", "trainer.num_workers=-2 must be >= 0"),
+    ("trainer.device=tpu", "trainer.device='tpu'"),
+    ("dataset.val_fraction=1.5", "val_fraction=1.5 must be a number in"),
+])
+def test_bad_config_values_are_refused_with_the_key_named(fast_overrides, tmp_path, override, message):
+    overrides = list(fast_overrides)
+    if override.startswith("dataset.val_fraction"):
+        flat = make_image_folder(tmp_path / "flat", layout="flat")
+        overrides.append(f"dataset.root={flat}")
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        train(compose_cfg(*overrides, override))

@@ -1,0 +1,155 @@
+"""Build any backbone (torchvision, timm, shipped lite0) behind one surface.
+
+A `Backbone` knows its model, its classifier module names, its stages and the input its
+weights expect, so strategies and data code need no per-architecture branches.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from tl import heads, lite0, stages as stage_rules
+from tl.checkpoints import load_into, read_state_dict
+from tl.errors import ConfigError
+from tl.paths import resolve
+
+SOURCES = ("torchvision", "timm", "lite0")
+
+
+@dataclass
+class DataConfig:
+    input_size: int
+    resize_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str  # "bilinear" | "bicubic" | "nearest"
+
+
+@dataclass
+class Backbone:
+    model: nn.Module
+    source: str
+    name: str
+    data: DataConfig
+    head: list[str] = field(default_factory=list)
+    stages: list[list[str]] = field(default_factory=list)
+
+
+def _unknown(kind: str, name: str, choices: list[str], hint: str) -> ConfigError:
+    close = difflib.get_close_matches(name, choices, n=5, cutoff=0.6)
+    near = f" Close matches: {', '.join(close)}." if close else ""
+    return ConfigError(f"model.name={name!r} is not a {kind} model.{near} {hint}")
+
+
+def torchvision_names() -> list[str]:
+    import torchvision
+
+    return torchvision.models.list_models(module=torchvision.models)
+
+
+def _weights_hint(name: str) -> str:
+    return (
+        f"Weights for {name} could not be loaded (offline?). Put the file in torch's cache "
+        "(~/.cache/torch/hub/checkpoints), pass model.weights=PATH, or use model.pretrained=false."
+    )
+
+
+def _torchvision(cfg) -> tuple[nn.Module, DataConfig]:
+    import torchvision
+
+    names = torchvision_names()
+    if cfg.name not in names:
+        raise _unknown("torchvision classification", cfg.name, names,
+                       "List them with torchvision.models.list_models(torchvision.models).")
+    weights_enum = torchvision.models.get_model_weights(cfg.name)
+    default = weights_enum.DEFAULT
+    use_hub = bool(cfg.pretrained) and not cfg.weights
+    try:
+        model = torchvision.models.get_model(cfg.name, weights=default if use_hub else None)
+    except Exception as e:  # URLError, HTTPError, checksum errors...
+        if not use_hub:
+            raise
+        raise ConfigError(f"{_weights_hint(cfg.name)} ({type(e).__name__}: {e})") from None
+    t = default.transforms()
+    data = DataConfig(
+        input_size=int(t.crop_size[0]),
+        resize_size=int(t.resize_size[0]),
+        mean=tuple(t.mean),
+        std=tuple(t.std),
+        interpolation=t.interpolation.value,
+    )
+    return model, data
+
+
+def _timm_data(model: nn.Module) -> DataConfig:
+    from timm.data import resolve_model_data_config
+
+    d = resolve_model_data_config(model)
+    size = int(d["input_size"][-1])
+    return DataConfig(
+        input_size=size,
+        resize_size=int(math.floor(size / d["crop_pct"])),
+        mean=tuple(d["mean"]),
+        std=tuple(d["std"]),
+        interpolation=d["interpolation"],
+    )
+
+
+def _timm(cfg, pretrained: bool) -> tuple[nn.Module, DataConfig]:
+    import timm
+
+    if not timm.is_model(cfg.name):
+        raise _unknown("timm", cfg.name, timm.list_models(), "List them with timm.list_models('*pattern*').")
+    try:
+        model = timm.create_model(cfg.name, pretrained=pretrained)
+    except Exception as e:
+        if not pretrained:
+            raise
+        raise ConfigError(f"{_weights_hint(cfg.name)} ({type(e).__name__}: {e})") from None
+    return model, _timm_data(model)
+
+
+def _scaled(data: DataConfig, input_size) -> DataConfig:
+    if input_size is None:
+        return data
+    size = int(input_size)
+    if size < 8:
+        raise ConfigError(f"model.input_size={size} is too small: use at least 8 (or null)")
+    resize = int(round(size * data.resize_size / data.input_size))
+    return DataConfig(size, resize, data.mean, data.std, data.interpolation)
+
+
+def create(cfg) -> Backbone:
+    """The backbone with its original 1000-class head and weights loaded."""
+    source = cfg.source
+    if source not in SOURCES:
+        raise ConfigError(f"model.source={source!r} is not one of {', '.join(SOURCES)}")
+    if source == "torchvision":
+        model, data = _torchvision(cfg)
+    elif source == "timm":
+        model, data = _timm(cfg, pretrained=bool(cfg.pretrained) and not cfg.weights)
+    else:
+        model, data = _timm(cfg, pretrained=False)
+        if cfg.pretrained and not cfg.weights:
+            lite0.load_pretrained(model)
+    if cfg.weights:
+        path = resolve(cfg.weights)
+        load_into(model, read_state_dict(path), f"model.weights={str(path)!r}")
+    return Backbone(model=model, source=source, name=cfg.name, data=_scaled(data, cfg.input_size))
+
+
+def attach_head(backbone: Backbone, num_classes: int, preset_stages=None) -> Backbone:
+    """Swap in a `num_classes` head and work out the stages around it."""
+    model = backbone.model
+    if backbone.source == "torchvision":
+        backbone.head = heads.replace_torchvision_head(model, num_classes)
+        raw = [list(s) for s in preset_stages] if preset_stages else stage_rules.generic_stages(model)
+    else:
+        backbone.head = heads.replace_timm_head(model, num_classes)
+        raw = [list(s) for s in preset_stages] if preset_stages else stage_rules.timm_stages(model)
+    backbone.stages = stage_rules.finalize(raw, model, backbone.head)
+    return backbone

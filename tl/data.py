@@ -1,0 +1,202 @@
+"""Datasets (hymenoptera, imagefolder, cifar10, digits) as train/val splits, and their loaders."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from tl import imagefiles, sources
+from tl.backbones import DataConfig
+from tl.errors import ConfigError, DataError
+from tl.paths import resolve
+from tl.transforms import train_transform, val_transform
+
+log = logging.getLogger(__name__)
+
+DATASETS = ("hymenoptera", "imagefolder", "cifar10", "digits")
+
+
+def load_rgb(path: Path) -> Image.Image:
+    with Image.open(path) as im:
+        if im.mode in ("P", "PA", "LA", "RGBA") or "transparency" in im.info:
+            im = im.convert("RGBA")  # palette/alpha images composite predictably this way
+        return im.convert("RGB")
+
+
+class ImageFiles(Dataset):
+    def __init__(self, samples: list[tuple[Path, int]], transform):
+        self.samples = samples
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i):
+        path, label = self.samples[i]
+        return self.transform(load_rgb(path)), label
+
+    @property
+    def targets(self) -> list[int]:
+        return [y for _, y in self.samples]
+
+
+class ArrayImages(Dataset):
+    """In-memory HWC uint8 images (CIFAR-10)."""
+
+    def __init__(self, images, targets: list[int], transform):
+        self.images, self._targets, self.transform = images, list(targets), transform
+
+    def __len__(self) -> int:
+        return len(self._targets)
+
+    def __getitem__(self, i):
+        return self.transform(Image.fromarray(self.images[i])), self._targets[i]
+
+    @property
+    def targets(self) -> list[int]:
+        return self._targets
+
+
+@dataclass
+class Splits:
+    classes: list[str]
+    train: Dataset
+    val: Dataset
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def _limit(samples: list, limit, seed: int, key=lambda s: s[1]) -> list:
+    if limit is None:
+        return samples
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ConfigError(f"dataset.limit_per_class={limit!r} must be a positive integer or null")
+    by_class = defaultdict(list)
+    for s in samples:
+        by_class[key(s)].append(s)
+    rng = random.Random(seed)
+    kept = []
+    for c in sorted(by_class):
+        items = list(by_class[c])
+        rng.shuffle(items)
+        kept.extend(items[:limit])
+    return sorted(kept, key=lambda s: (key(s), str(s[0])))
+
+
+def split_tree(samples: list[tuple[Path, int]], val_fraction, seed: int):
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 < val_fraction < 1:
+        raise ConfigError(f"dataset.val_fraction={val_fraction!r} must be a number in (0, 1)")
+    by_class = defaultdict(list)
+    for s in samples:
+        by_class[s[1]].append(s)
+    rng = random.Random(seed)
+    train, val = [], []
+    for c in sorted(by_class):
+        items = sorted(by_class[c], key=lambda s: str(s[0]))
+        rng.shuffle(items)
+        n_val = max(1, round(len(items) * val_fraction)) if len(items) > 1 else 0
+        val.extend(items[:n_val])
+        train.extend(items[n_val:])
+    return train, val
+
+
+def _check_classes(classes: list[str], train: list, val: list, root: Path) -> None:
+    if len(classes) < 2:
+        raise DataError(f"{str(root)!r} has {len(classes)} class folder(s) {classes}: a classifier needs at least 2")
+    counts = defaultdict(int)
+    for _, y in train:
+        counts[y] += 1
+    empty = [classes[i] for i in range(len(classes)) if counts[i] == 0]
+    if empty:
+        raise DataError(f"class folder(s) {empty} under {str(root)!r} have no readable training images: "
+                        "add images or remove the folder(s)")
+    if not val:
+        raise DataError(f"{str(root)!r} gives no validation images: add some, or lower dataset.val_fraction's rounding by adding images")
+
+
+def _train_tf(cfg, data: DataConfig):
+    scale = tuple(cfg.get("crop_scale") or (0.08, 1.0))
+    if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
+        raise ConfigError(f"dataset.crop_scale={list(scale)} must be [low, high] with 0 < low <= high <= 1")
+    return train_transform(data, bool(cfg.get("hflip", True)), scale)
+
+
+def _folder_splits(cfg, root: Path, data: DataConfig) -> Splits:
+    train_dir, val_dir = root / "train", root / "val"
+    if train_dir.is_dir() and val_dir.is_dir():
+        classes = imagefiles.class_folders(train_dir)
+        val_classes = imagefiles.class_folders(val_dir)
+        if val_classes != classes:
+            only_train = sorted(set(classes) - set(val_classes))
+            only_val = sorted(set(val_classes) - set(classes))
+            raise DataError(
+                f"train/ and val/ under {str(root)!r} have different classes: only in train {only_train}, "
+                f"only in val {only_val}. Make both hold the same class folders."
+            )
+        tr, va = imagefiles.scan(train_dir, classes), imagefiles.scan(val_dir, classes)
+        train, val, skipped = tr.samples, va.samples, tr.skipped + va.skipped
+    else:
+        whole = imagefiles.scan(root)
+        classes, skipped = whole.classes, whole.skipped
+        train, val = split_tree(whole.samples, cfg.get("val_fraction"), int(cfg.get("split_seed", 0)))
+    seed = int(cfg.get("split_seed", 0))
+    train = _limit(train, cfg.get("limit_per_class"), seed)
+    val = _limit(val, cfg.get("limit_per_class"), seed + 1)
+    _check_classes(classes, train, val, root)
+    return Splits(classes, ImageFiles(train, _train_tf(cfg, data)),
+                  ImageFiles(val, val_transform(data)), skipped)
+
+
+def _cifar_splits(cfg, root: Path, data: DataConfig) -> Splits:
+    train, val = sources.load_cifar10(root, bool(cfg.get("download", True)))
+    seed = 0
+
+    def pick(ds, s):
+        idx = list(range(len(ds.targets)))
+        keep = _limit([(i, t) for i, t in zip(idx, ds.targets)], cfg.get("limit_per_class"), s)
+        ids = [i for i, _ in keep]
+        return ds.data[ids], [ds.targets[i] for i in ids]
+
+    tx, ty = pick(train, seed)
+    vx, vy = pick(val, seed + 1)
+    return Splits(list(train.classes), ArrayImages(tx, ty, _train_tf(cfg, data)),
+                  ArrayImages(vx, vy, val_transform(data)))
+
+
+def build_splits(cfg, data: DataConfig) -> Splits:
+    if cfg.name not in DATASETS:
+        raise ConfigError(f"dataset.name={cfg.name!r} is not one of {', '.join(DATASETS)}")
+    if cfg.get("root") in (None, "", "???"):
+        raise ConfigError(f"dataset.root is not set: dataset={cfg.name} needs dataset.root=PATH")
+    root = resolve(cfg.root)
+    if cfg.name == "cifar10":
+        return _cifar_splits(cfg, root, data)
+    if cfg.name == "hymenoptera":
+        root = sources.ensure_hymenoptera(cfg, root)
+    elif cfg.name == "digits":
+        root = sources.ensure_digits(root, int(cfg.image_size))
+    return _folder_splits(cfg, root, data)
+
+
+def _seed_worker(worker_id: int) -> None:
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    import numpy as np
+
+    np.random.seed(seed)
+
+
+def loaders(splits: Splits, batch_size: int, eval_batch_size: int, num_workers: int,
+            generator: torch.Generator, pin_memory: bool):
+    common = dict(num_workers=num_workers, pin_memory=pin_memory, worker_init_fn=_seed_worker,
+                  persistent_workers=num_workers > 0)
+    train = DataLoader(splits.train, batch_size=batch_size, shuffle=True, generator=generator,
+                       drop_last=False, **common)
+    val = DataLoader(splits.val, batch_size=eval_batch_size, shuffle=False, **common)
+    return train, val

@@ -1,0 +1,152 @@
+"""Per-machine choices (device, precision, workers) and seeding.
+
+Precision and similar speed defaults depend on the machine, so `auto` resolves here from a
+capability check and the choice is logged with every run: a reproduction elsewhere can tell a
+machine difference from a code difference.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from tl.errors import ConfigError
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: torch.device
+    precision: str  # fp32 | bf16 | fp16
+    precision_reason: str
+    channels_last: bool
+    num_workers: int
+    cpu: str
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        return PRECISIONS[self.precision]
+
+    def as_params(self) -> dict[str, str]:
+        return {
+            "runtime.device": str(self.device),
+            "runtime.precision": self.precision,
+            "runtime.precision_reason": self.precision_reason,
+            "runtime.channels_last": str(self.channels_last),
+            "runtime.num_workers": str(self.num_workers),
+            "runtime.cpu": self.cpu,
+            "runtime.torch_threads": str(torch.get_num_threads()),
+        }
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def pick_device(spec: str) -> torch.device:
+    spec = str(spec)
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError as e:
+        raise ConfigError(
+            f"trainer.device={spec!r} is not a device: use auto, cpu, cuda or cuda:N ({e})"
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"trainer.device={spec!r} but no CUDA GPU is visible: use auto or cpu")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"trainer.device={spec!r} is not supported: use auto, cpu, cuda or cuda:N")
+    return device
+
+
+def pick_precision(spec: str, device: torch.device) -> tuple[str, str]:
+    """Autocast precision and why it was chosen."""
+    spec = str(spec)
+    if spec != "auto":
+        if spec not in PRECISIONS:
+            raise ConfigError(
+                f"trainer.precision={spec!r} is not one of auto, {', '.join(PRECISIONS)}"
+            )
+        if spec == "fp16" and device.type == "cpu":
+            raise ConfigError("trainer.precision=fp16 is CUDA only: use bf16 or fp32 on CPU")
+        return spec, "set in config"
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return "bf16", "cuda supports bf16"
+        return "fp16", "cuda without bf16"
+    if device.type == "cpu":
+        # bf16 autocast pays off only with native bf16 dot products; without them oneDNN
+        # emulates and training runs slower than fp32.
+        native = cpu_flags() & {"avx512_bf16", "amx_bf16"}
+        if native:
+            return "bf16", f"cpu has {','.join(sorted(native))}"
+        return "fp32", "cpu lacks native bf16 (avx512_bf16/amx_bf16)"
+    return "fp32", f"{device.type}: fp32"
+
+
+def pick_num_workers(spec) -> int:
+    if spec == "auto":
+        return min(4, os.cpu_count() or 1)
+    n = int(spec)
+    if n < 0:
+        raise ConfigError(f"trainer.num_workers={n} must be >= 0 (or auto)")
+    return n
+
+
+def pick_channels_last(spec, device: torch.device) -> bool:
+    if spec == "auto":
+        return device.type == "cuda"
+    if isinstance(spec, bool):
+        return spec
+    raise ConfigError(f"trainer.channels_last={spec!r} must be auto, true or false")
+
+
+def resolve_runtime(trainer_cfg) -> Runtime:
+    device = pick_device(trainer_cfg.device)
+    precision, reason = pick_precision(trainer_cfg.precision, device)
+    return Runtime(
+        device=device,
+        precision=precision,
+        precision_reason=reason,
+        channels_last=pick_channels_last(trainer_cfg.channels_last, device),
+        num_workers=pick_num_workers(trainer_cfg.num_workers),
+        cpu=cpu_name(),
+    )
+
+
+def seed_everything(seed: int, deterministic: bool) -> torch.Generator:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return g

@@ -1,0 +1,145 @@
+"""MLflow: the embedded store, experiments, runs, and what each run logs.
+
+Everything goes through an explicit `MlflowClient` and run ids, never the fluent API's
+process-global active run, so sweeps in threads or processes cannot cross their runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import subprocess
+import sys
+import urllib.parse
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from tl.paths import project_root
+
+log = logging.getLogger(__name__)
+
+MAX_PARAMS_PER_BATCH = 100
+MAX_PARAM_LENGTH = 6000
+
+
+def default_uri() -> str:
+    return f"sqlite:///{project_root() / 'mlruns' / 'mlflow.db'}"
+
+
+def resolve_uri(cfg) -> str:
+    return cfg.uri if cfg.get("uri") else default_uri()
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+
+
+def _artifact_location(uri: str) -> str | None:
+    path = _sqlite_path(uri)
+    return (path.parent / "artifacts").as_uri() if path is not None else None
+
+
+def client_for(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def prepare_store(uri: str):
+    """Create the store once, up front: concurrent first use of SQLite races (mlflow#20014)."""
+    path = _sqlite_path(uri)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    client = client_for(uri)
+    if path is not None:
+        client.search_experiments(max_results=1)  # runs the schema migrations
+        with sqlite3.connect(path) as con:  # WAL lets parallel jobs write without "database is locked"
+            con.execute("PRAGMA journal_mode=WAL")
+    return client
+
+
+def experiment_id(client, name: str, uri: str) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=_artifact_location(uri))
+    except Exception:  # created meanwhile by a parallel job
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def flatten(cfg: DictConfig) -> dict[str, str]:
+    """The resolved config as `a.b.c -> value` params."""
+    out: dict[str, str] = {}
+
+    def walk(node, prefix):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{prefix}{k}.")
+        else:
+            out[prefix[:-1]] = str(node)[:MAX_PARAM_LENGTH]
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return out
+
+
+def log_params(client, run_id: str, params: dict) -> None:
+    from mlflow.entities import Param
+
+    items = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in params.items()]
+    for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
+        client.log_batch(run_id, params=items[i:i + MAX_PARAMS_PER_BATCH])
+
+
+def log_metrics(client, run_id: str, metrics: dict[str, float], step: int) -> None:
+    import time
+
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+
+
+def git_commit() -> str:
+    try:
+        root = project_root()
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                             timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return f"{sha}{'-dirty' if dirty else ''}" if sha else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def package_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": sys.version.split()[0]}
+    for pkg in ("torch", "torchvision", "timm", "hydra-core", "omegaconf", "mlflow", "tl"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "absent"
+    return out
+
+
+def ui_hint(uri: str, exp_id: str, run_ids: list[str] | None = None) -> str:
+    """How to open this store on the runs' curves (MLflow 3 opens experiments in GenAI mode
+    unless the link asks for the model-training view)."""
+    path = _sqlite_path(uri)
+    base = uri.rstrip("/") if uri.startswith("http") else "http://127.0.0.1:5000"
+    lines = []
+    if path is not None or not uri.startswith("http"):
+        lines.append(f"  mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000")
+    lines.append(f"  runs:   {base}/#/experiments/{exp_id}/runs?workflowType=machine_learning")
+    if run_ids:
+        q = urllib.parse.quote(json.dumps(run_ids, separators=(",", ":")))
+        e = urllib.parse.quote(json.dumps([exp_id]))
+        lines.append(f"  curves: {base}/#/compare-runs?runs={q}&experiments={e}")
+    return "\n".join(lines)
