@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.tl-installed
 
-.PHONY: install quickstart test tutorial ui clean
+.PHONY: install quickstart test tutorial ui bench clean
 
 install: $(STAMP)
 
@@ -30,3 +30,6 @@ ui: install
 
 clean:
 	rm -rf multirun outputs mlruns
+
+bench: install
+	$(BIN)/python -m tl.bench

@@ -38,6 +38,13 @@ def compose_cfg(*overrides: str):
         return compose(config_name="train", overrides=list(overrides))
 
 
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch) -> Path:
+    """Each test gets its own feature cache: no test reads another's (or the user's) cache."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
 @pytest.fixture
 def tiny_data(tmp_path) -> Path:
     return make_image_folder(tmp_path / "data")

@@ -12,11 +12,13 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from tl import imagefiles, sources
+import math
+
+from tl import decoded, imagefiles, sources
 from tl.backbones import DataConfig
 from tl.errors import ConfigError, DataError
 from tl.paths import resolve
-from tl.transforms import train_transform, val_transform
+from tl.transforms import train_transform, val_transform  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +129,15 @@ def _train_tf(cfg, data: DataConfig):
     return train_transform(data, bool(cfg.get("hflip", True)), scale)
 
 
-def _folder_splits(cfg, root: Path, data: DataConfig) -> Splits:
+def _image_dataset(samples, transform, side: int, cache_bytes: int):
+    if cache_bytes <= 0:
+        return ImageFiles(samples, transform), 0
+    images = decoded.decode_all([p for p, _ in samples], side, cache_bytes)
+    ds = decoded.DecodedImages(samples, images, side, transform)
+    return ds, ds.cached_bytes
+
+
+def _folder_splits(cfg, root: Path, data: DataConfig, cache_mb: float, cache_scale: float) -> Splits:
     train_dir, val_dir = root / "train", root / "val"
     if train_dir.is_dir() and val_dir.is_dir():
         classes = imagefiles.class_folders(train_dir)
@@ -149,8 +159,11 @@ def _folder_splits(cfg, root: Path, data: DataConfig) -> Splits:
     train = _limit(train, cfg.get("limit_per_class"), seed)
     val = _limit(val, cfg.get("limit_per_class"), seed + 1)
     _check_classes(classes, train, val, root)
-    return Splits(classes, ImageFiles(train, _train_tf(cfg, data)),
-                  ImageFiles(val, val_transform(data)), skipped)
+    # Train images keep room for random resized crops; val needs exactly the resize size.
+    budget = int(cache_mb * 2**20)
+    train_ds, used = _image_dataset(train, _train_tf(cfg, data), math.ceil(data.input_size * cache_scale), budget)
+    val_ds, _ = _image_dataset(val, val_transform(data), data.resize_size, budget - used)
+    return Splits(classes, train_ds, val_ds, skipped)
 
 
 def _cifar_splits(cfg, root: Path, data: DataConfig) -> Splits:
@@ -169,7 +182,8 @@ def _cifar_splits(cfg, root: Path, data: DataConfig) -> Splits:
                   ArrayImages(vx, vy, val_transform(data)))
 
 
-def build_splits(cfg, data: DataConfig) -> Splits:
+def build_splits(cfg, data: DataConfig, cache_mb: float = 0, cache_scale: float = 1.5) -> Splits:
+    """Train/val datasets of uint8 images. `cache_mb` > 0 decodes image files once into memory."""
     if cfg.name not in DATASETS:
         raise ConfigError(f"dataset.name={cfg.name!r} is not one of {', '.join(DATASETS)}")
     if cfg.get("root") in (None, "", "???"):
@@ -181,7 +195,7 @@ def build_splits(cfg, data: DataConfig) -> Splits:
         root = sources.ensure_hymenoptera(cfg, root)
     elif cfg.name == "digits":
         root = sources.ensure_digits(root, int(cfg.image_size))
-    return _folder_splits(cfg, root, data)
+    return _folder_splits(cfg, root, data, cache_mb, cache_scale)
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -190,6 +204,11 @@ def _seed_worker(worker_id: int) -> None:
     import numpy as np
 
     np.random.seed(seed)
+
+
+def in_memory(ds) -> bool:
+    return isinstance(ds, ArrayImages) or (
+        isinstance(ds, decoded.DecodedImages) and all(x is not None for x in ds.images))
 
 
 def loaders(splits: Splits, batch_size: int, eval_batch_size: int, num_workers: int,

@@ -20,22 +20,32 @@ class EpochResult:
     seconds: float
 
 
-def _batch(x, y, rt: Runtime):
-    x = x.to(rt.device, non_blocking=True)
-    if rt.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x, y.to(rt.device, non_blocking=True)
+class Preprocess:
+    """Batch to device; uint8 images become normalised floats there."""
+
+    def __init__(self, rt: Runtime, mean=None, std=None):
+        self.rt = rt
+        self.mean = None if mean is None else torch.tensor(mean, device=rt.device).view(1, -1, 1, 1) * 255
+        self.std = None if std is None else torch.tensor(std, device=rt.device).view(1, -1, 1, 1) * 255
+
+    def __call__(self, x, y):
+        x = x.to(self.rt.device, non_blocking=True)
+        if x.dtype == torch.uint8:
+            x = (x.float() - self.mean) / self.std
+        if self.rt.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, y.to(self.rt.device, non_blocking=True)
 
 
 def train_one_epoch(model: nn.Module, loader, optimizer, criterion, rt: Runtime, plan: Plan,
-                    scaler: torch.amp.GradScaler | None = None) -> EpochResult:
+                    prep: Preprocess, scaler: torch.amp.GradScaler | None = None) -> EpochResult:
     set_train_mode(model, plan)
     start = time.perf_counter()
     loss_sum = torch.zeros((), dtype=torch.float64, device=rt.device)
     correct = torch.zeros((), dtype=torch.int64, device=rt.device)
     seen = 0
     for x, y in loader:
-        x, y = _batch(x, y, rt)
+        x, y = prep(x, y)
         with torch.autocast(rt.device.type, dtype=rt.autocast_dtype, enabled=rt.autocast_dtype is not None):
             logits = model(x)
             loss = criterion(logits, y)
@@ -55,12 +65,12 @@ def train_one_epoch(model: nn.Module, loader, optimizer, criterion, rt: Runtime,
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, loader, criterion, rt: Runtime) -> EpochResult:
+def evaluate(model: nn.Module, loader, criterion, rt: Runtime, prep: Preprocess) -> EpochResult:
     model.eval()
     start = time.perf_counter()
     loss_sum, correct, seen = 0.0, 0, 0
     for x, y in loader:
-        x, y = _batch(x, y, rt)
+        x, y = prep(x, y)
         with torch.autocast(rt.device.type, dtype=rt.autocast_dtype, enabled=rt.autocast_dtype is not None):
             logits = model(x)
         loss_sum += criterion(logits.float(), y).item() * y.numel()

@@ -100,27 +100,34 @@ def pick_precision(spec: str, device: torch.device) -> tuple[str, str]:
             return "bf16", "cuda supports bf16"
         return "fp16", "cuda without bf16"
     if device.type == "cpu":
-        # bf16 autocast pays off only with native bf16 dot products; without them oneDNN
-        # emulates and training runs slower than fp32.
-        native = cpu_flags() & {"avx512_bf16", "amx_bf16"}
-        if native:
-            return "bf16", f"cpu has {','.join(sorted(native))}"
-        return "fp32", "cpu lacks native bf16 (avx512_bf16/amx_bf16)"
+        choice = _cpu_choice()
+        rates = ", ".join(f"{k} {v:.0f}/s" for k, v in choice["rates"].items())
+        return choice["precision"], f"cpu probe: {rates}"
     return "fp32", f"{device.type}: fp32"
 
 
-def pick_num_workers(spec) -> int:
+def pick_num_workers(spec, in_memory: bool = False) -> int:
+    """`auto`: no workers for in-memory data (augmenting a decoded uint8 tensor takes well under
+    a millisecond, less than shipping the batch between processes), else one per core, max 4."""
     if spec == "auto":
-        return min(4, os.cpu_count() or 1)
+        return 0 if in_memory else min(4, os.cpu_count() or 1)
     n = int(spec)
     if n < 0:
         raise ConfigError(f"trainer.num_workers={n} must be >= 0 (or auto)")
     return n
 
 
+def _cpu_choice() -> dict:
+    from tl import probe
+
+    # bf16 autocast pays off only with native bf16 dot products; without them oneDNN
+    # emulates and training runs slower than fp32.
+    return probe.cpu_choice(cpu_name(), bool(cpu_flags() & {"avx512_bf16", "amx_bf16"}))
+
+
 def pick_channels_last(spec, device: torch.device) -> bool:
     if spec == "auto":
-        return device.type == "cuda"
+        return device.type == "cuda" or (device.type == "cpu" and _cpu_choice()["channels_last"])
     if isinstance(spec, bool):
         return spec
     raise ConfigError(f"trainer.channels_last={spec!r} must be auto, true or false")

@@ -106,3 +106,19 @@ def load_cifar10(root: Path, download: bool):
             "there."
         ) from None
     return train, val
+
+
+def tree_fingerprint(root: Path) -> str:
+    """A cheap identity for a folder's content: sha256 over (path, size, mtime) of every file.
+    Any added, removed, replaced or touched file changes it."""
+    lines = []
+    for dirpath, _, filenames in os.walk(root, followlinks=True):
+        for name in filenames:
+            p = Path(dirpath) / name
+            try:
+                st = p.stat()
+            except OSError:  # a broken symlink is part of the identity too
+                lines.append(f"{p.relative_to(root).as_posix()}\tbroken\n")
+                continue
+            lines.append(f"{p.relative_to(root).as_posix()}\t{st.st_size}\t{st.st_mtime_ns}\n")
+    return hashlib.sha256("".join(sorted(lines)).encode()).hexdigest()

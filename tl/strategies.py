@@ -10,7 +10,9 @@ prefix and the optimizer is built from trainable parameters only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import torch.nn.functional as F
 
 from torch import nn
 
@@ -30,11 +32,19 @@ class Plan:
     frozen_modules: list[nn.Module]  # put back in eval mode after every model.train()
     trainable: int
     frozen: int
+    head_modules: list[nn.Module] = field(default_factory=list)
+    head_dropout: float = 0.0
+
+    @property
+    def backbone_in_eval(self) -> bool:
+        """`freeze` runs the whole backbone as a fixed function: eval mode, dropout included."""
+        return self.strategy == "freeze" and self.bn in ("eval", "frozen")
 
     def as_params(self) -> dict[str, int | str]:
         return {"params.trainable": self.trainable, "params.frozen": self.frozen,
                 "params.total": self.trainable + self.frozen,
-                "strategy.resolved_frozen_stages": self.frozen_stages}
+                "strategy.resolved_frozen_stages": self.frozen_stages,
+                "strategy.head_dropout": self.head_dropout}
 
 
 def frozen_stage_count(cfg, n_stages: int) -> int:
@@ -72,7 +82,30 @@ def apply(backbone: Backbone, cfg) -> Plan:
     frozen_modules = _wholly_frozen(model, frozen_names) if cfg.bn == "eval" else []
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
-    return Plan(cfg.name, k, cfg.bn, frozen_modules, trainable, frozen)
+    plan = Plan(cfg.name, k, cfg.bn, frozen_modules, trainable, frozen,
+                [model.get_submodule(h) for h in backbone.head], head_dropout(backbone))
+    if plan.backbone_in_eval and plan.head_dropout > 0:
+        # With the backbone in eval mode its own pre-classifier dropout is off; keep the
+        # regulariser on the one part that trains, cached features or not.
+        p = plan.head_dropout
+        plan.head_modules[-1].register_forward_pre_hook(
+            lambda m, args: (F.dropout(args[0], p, training=m.training),) + tuple(args[1:]))
+    return plan
+
+
+def head_dropout(backbone: Backbone) -> float:
+    """The dropout rate applied right before the classifier, whatever the family."""
+    model = backbone.model
+    if backbone.source in ("timm", "lite0"):
+        return float(getattr(model, "drop_rate", 0.0) or 0.0)
+    parent_name, _, leaf = backbone.head[-1].rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    if isinstance(parent, nn.Sequential):
+        names = [n for n, _ in parent.named_children()]
+        i = names.index(leaf)
+        if i > 0 and isinstance(parent[i - 1], nn.Dropout):
+            return float(parent[i - 1].p)
+    return 0.0
 
 
 def _wholly_frozen(model: nn.Module, frozen_names: set[str]) -> list[nn.Module]:
@@ -98,6 +131,11 @@ def _freeze_batchnorm(model: nn.Module, frozen_names: set[str]) -> None:
 
 
 def set_train_mode(model: nn.Module, plan: Plan) -> None:
+    if plan.backbone_in_eval:
+        model.eval()
+        for m in plan.head_modules:
+            m.train()
+        return
     model.train()
     for m in plan.frozen_modules:
         m.eval()

@@ -9,14 +9,16 @@ import logging
 import shlex
 import shutil
 import tempfile
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from tl import backbones, data, runtime, strategies, sweep, tracking, validate
-from tl.engine import evaluate, train_one_epoch
+from tl import backbones, data, features, runtime, strategies, sweep, tracking, validate
+from tl.engine import Preprocess, evaluate, train_one_epoch
 from tl.optim import build_optimizer, build_scheduler
 
 log = logging.getLogger("tl")
@@ -81,28 +83,33 @@ def fit(cfg: DictConfig, client, run_id: str, out_dir: Path | None) -> float:
     validate.check(cfg)
     rt = runtime.resolve_runtime(cfg.trainer)
     generator = runtime.seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)
+    t0 = time.perf_counter()
     backbone = backbones.create(cfg.model)
-    splits = data.build_splits(cfg.dataset, backbone.data)
-    backbones.attach_head(backbone, len(splits.classes), cfg.model.get("stages"))
-    plan = strategies.apply(backbone, cfg.strategy)
     model = backbone.model.to(rt.device)
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    prep = Preprocess(rt, backbone.data.mean, backbone.data.std)
+    if features.applicable(cfg):
+        job = _feature_job(cfg, backbone, rt, prep, generator)
+    else:
+        job = _image_job(cfg, backbone, rt, prep, generator)
+    setup_seconds = time.perf_counter() - t0
+
     optimizer = build_optimizer(model, cfg.optimizer)
     scheduler = build_scheduler(optimizer, cfg.scheduler, cfg.trainer.epochs)
-    criterion = torch.nn.CrossEntropyLoss()
-    scaler = torch.amp.GradScaler("cuda") if rt.precision == "fp16" else None
-
     tracking.log_params(client, run_id, {
-        **rt.as_params(), **plan.as_params(),
-        "data.classes": ",".join(splits.classes), "data.num_classes": len(splits.classes),
-        "data.train_images": len(splits.train), "data.val_images": len(splits.val),
+        **job.rt.as_params(), **job.plan.as_params(),
+        "runtime.feature_cache": job.feature_cache,
+        "data.classes": ",".join(job.classes), "data.num_classes": len(job.classes),
+        "data.train_images": job.n_train, "data.val_images": job.n_val,
         "data.input_size": backbone.data.input_size, "data.resize_size": backbone.data.resize_size,
         "data.mean": backbone.data.mean, "data.std": backbone.data.std,
+        "data.image_cache_mb": round(job.cached_bytes / 2**20, 1),
         "model.num_stages": len(backbone.stages), "model.head": ",".join(backbone.head),
     })
     client.set_tag(run_id, "tl.precision", f"{rt.precision} ({rt.precision_reason})")
-    tracking.log_metrics(client, run_id, {"skipped_files": len(splits.skipped)}, step=0)
+    tracking.log_metrics(client, run_id, {"skipped_files": len(job.skipped),
+                                          "setup_seconds": setup_seconds}, step=0)
 
     work = Path(tempfile.mkdtemp(prefix="tl-run-"))
     try:
@@ -110,35 +117,94 @@ def fit(cfg: DictConfig, client, run_id: str, out_dir: Path | None) -> float:
         client.log_artifact(run_id, str(work / "config.yaml"))
         if out_dir is not None and (out_dir / ".hydra").is_dir():
             client.log_artifacts(run_id, str(out_dir / ".hydra"), "hydra")
-        if splits.skipped:
-            (work / "skipped_files.txt").write_text(
-                "".join(f"{p}\t{why}\n" for p, why in splits.skipped))
+        if job.skipped:
+            (work / "skipped_files.txt").write_text("".join(f"{p}\t{why}\n" for p, why in job.skipped))
             client.log_artifact(run_id, str(work / "skipped_files.txt"))
-        return _epochs(cfg, client, run_id, model, splits, plan, optimizer, scheduler, criterion,
-                       scaler, rt, generator, work)
+        return _epochs(cfg, client, run_id, model, job, optimizer, scheduler, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _epochs(cfg, client, run_id, model, splits, plan, optimizer, scheduler, criterion, scaler,
-            rt, generator, work: Path) -> float:
+@dataclass
+class Job:
+    """What the epoch loop steps: the module that trains, its batches, and how to prepare them."""
+
+    step_model: torch.nn.Module
+    train_loader: object
+    val_loader: object
+    prep: Preprocess
+    rt: runtime.Runtime
+    plan: strategies.Plan
+    classes: list[str]
+    skipped: list
+    n_train: int
+    n_val: int
+    cached_bytes: int = 0
+    feature_cache: str = "off"
+
+
+def _image_job(cfg, backbone, rt, prep, generator) -> Job:
     t = cfg.trainer
+    splits = data.build_splits(cfg.dataset, backbone.data, t.image_cache_mb, t.image_cache_scale)
+    backbones.attach_head(backbone, len(splits.classes), cfg.model.get("stages"))
+    backbone.model.to(rt.device)
+    plan = strategies.apply(backbone, cfg.strategy)
+    in_memory = data.in_memory(splits.train) and data.in_memory(splits.val)
+    rt = replace(rt, num_workers=runtime.pick_num_workers(t.num_workers, in_memory))
     train_loader, val_loader = data.loaders(
         splits, t.batch_size, t.get("eval_batch_size") or t.batch_size, rt.num_workers, generator,
         pin_memory=rt.device.type == "cuda")
+    cached = sum(getattr(ds, "cached_bytes", 0) for ds in (splits.train, splits.val))
+    return Job(backbone.model, train_loader, val_loader, prep, rt, plan, splits.classes,
+               splits.skipped, len(splits.train), len(splits.val), cached)
+
+
+def _feature_job(cfg, backbone, rt, prep, generator) -> Job:
+    t, fc = cfg.trainer, cfg.strategy.feature_cache
+    path = features.cache_dir(cfg) / f"{features.cache_key(cfg, backbone, rt.precision)}.pt"
+    feats, state = features.load(path), "hit"
+    if feats is None:
+        state = "miss"
+        splits = data.build_splits(cfg.dataset, backbone.data, t.image_cache_mb, t.image_cache_scale)
+        backbones.attach_head(backbone, len(splits.classes), cfg.model.get("stages"))
+        backbone.model.to(rt.device)
+        feats = features.extract(backbone, splits, int(fc.views), rt, prep, int(t.seed),
+                                 t.get("eval_batch_size") or t.batch_size,
+                                 train_view_transform=splits.train.transform,
+                                 val_view_transform=data.val_transform(backbone.data))
+        features.save(path, feats)
+    else:
+        backbones.attach_head(backbone, len(feats.classes), cfg.model.get("stages"))
+        backbone.model.to(rt.device)
+    log.info("feature cache %s: %s", state, path)
+    plan = strategies.apply(backbone, cfg.strategy)
+    head = backbone.model.get_submodule(backbone.head[-1])
+    train_loader = features.FeatureBatches(feats.train, feats.train_targets, t.batch_size, generator)
+    val_loader = features.FeatureBatches(feats.val, feats.val_targets, t.get("eval_batch_size") or t.batch_size)
+    rt = replace(rt, num_workers=0, channels_last=False)
+    return Job(head, train_loader, val_loader, Preprocess(rt), rt, plan, feats.classes,
+               feats.skipped, feats.train_targets.numel(), feats.val_targets.numel(),
+               feats.train.numel() * feats.train.element_size(), state)
+
+
+def _epochs(cfg, client, run_id, model, job: Job, optimizer, scheduler, work: Path) -> float:
+    t = cfg.trainer
+    criterion = torch.nn.CrossEntropyLoss()
+    scaler = torch.amp.GradScaler("cuda") if job.rt.precision == "fp16" else None
     best, best_epoch, total = -1.0, 0, 0.0
     ckpt = work / "best.pt"
     for epoch in range(1, t.epochs + 1):
         lr = optimizer.param_groups[0]["lr"]
-        tr = train_one_epoch(model, train_loader, optimizer, criterion, rt, plan, scaler)
-        va = evaluate(model, val_loader, criterion, rt)
+        tr = train_one_epoch(job.step_model, job.train_loader, optimizer, criterion, job.rt, job.plan,
+                             job.prep, scaler)
+        va = evaluate(job.step_model, job.val_loader, criterion, job.rt, job.prep)
         scheduler.step(epoch)
         seconds = tr.seconds + va.seconds
         total += seconds
         if va.acc > best:
             best, best_epoch = va.acc, epoch
             torch.save({"model": model.state_dict(), "epoch": epoch, "val_acc": va.acc,
-                        "classes": splits.classes}, ckpt)
+                        "classes": job.classes}, ckpt)
         tracking.log_metrics(client, run_id, {
             "train_loss": tr.loss, "train_acc": tr.acc, "val_loss": va.loss, "val_acc": va.acc,
             "lr": lr, "epoch_seconds": seconds,

@@ -1,0 +1,1 @@
+"""`python -m tl.bench`: tl against the PyTorch tutorial's loop and the compute ceiling."""

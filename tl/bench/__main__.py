@@ -1,0 +1,3 @@
+from tl.bench.run import main
+
+main()

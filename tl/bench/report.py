@@ -1,0 +1,113 @@
+"""The benchmark's table: figures per measurement, then each target's ratio and verdict."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+
+def _baseline_ips(r: dict) -> float:
+    return r["images_per_epoch"] / statistics.median(r["epoch_seconds"])
+
+
+def _first(r: dict) -> dict:
+    return r["runs"][0] if r.get("runs") else {}
+
+
+def rows(res: dict) -> list[dict]:
+    out = []
+    for key, r in res.items():
+        if not isinstance(r, dict) or "wall_seconds" not in r:
+            continue
+        row = {"measurement": key, "wall_s": r["wall_seconds"], "peak_rss_mb": r["peak_rss_mb"]}
+        if key.startswith("baseline"):
+            row.update(epoch_img_s=_baseline_ips(r), best_val_acc=r["best_val_acc"])
+        elif key.startswith("ceiling"):
+            row.update(epoch_img_s=r["epoch_images_per_second"], note=f"{r['precision']}, channels_last, in-memory")
+        else:
+            runs = r["runs"]
+            accs = [x["best_val_acc"] for x in runs if x["best_val_acc"] is not None]
+            ips = [x["epoch_images_per_second"] for x in runs if x["epoch_images_per_second"]]
+            row.update(epoch_img_s=statistics.median(ips) if ips else None,
+                       best_val_acc=max(accs) if accs else None,
+                       note=f"{len(runs)} run(s), {runs[0]['precision']}, cl={runs[0]['channels_last']}, "
+                            f"image cache {runs[0]['image_cache_mb']:.0f} MB, features {runs[0]['feature_cache']}")
+        out.append(row)
+    return out
+
+
+def targets(res: dict) -> list[dict]:
+    t = []
+
+    def add(name, value, goal, ok):
+        t.append({"target": name, "value": value, "goal": goal, "met": bool(ok)})
+
+    if "tl_r18_finetune" in res and "baseline_r18_finetune" in res:
+        tl = _first(res["tl_r18_finetune"])["epoch_images_per_second"]
+        base = _baseline_ips(res["baseline_r18_finetune"])
+        add("resnet18 finetune epoch throughput, tl / tutorial", tl / base, ">= 1.5", tl / base >= 1.5)
+        ceil = res["ceiling_r18"]["epoch_images_per_second"]
+        add("resnet18 finetune epoch throughput, tl / compute ceiling", tl / ceil, ">= 0.85", tl / ceil >= 0.85)
+    if "tl_r18_partial" in res and "tl_r18_finetune" in res:
+        pf = _first(res["tl_r18_partial"])["epoch_images_per_second"]
+        ft = _first(res["tl_r18_finetune"])["epoch_images_per_second"]
+        add("partial_freeze (3 of 5 stages) / finetune throughput", pf / ft, ">= 1.3", pf / ft >= 1.3)
+    if "tl_r18_finetune_cap" in res:
+        mb = _first(res["tl_r18_finetune_cap"])["image_cache_mb"]
+        add("decoded cache with a 20 MB cap holds (MB)", mb, "<= 20", mb <= 20)
+    if "tl_lite0_freeze" in res and "baseline_lite0_freeze" in res:
+        b, f = res["baseline_lite0_freeze"], res["tl_lite0_freeze"]
+        add("lite0 freeze end to end, tutorial / tl", b["wall_seconds"] / f["wall_seconds"], ">= 30",
+            b["wall_seconds"] / f["wall_seconds"] >= 30)
+        d = _first(f)["best_val_acc"] - b["best_val_acc"]
+        add("lite0 freeze best val acc, tl - tutorial", d, ">= -0.01", d >= -0.01)
+    if "tl_lite0_freeze_lr_sweep" in res and "tl_lite0_freeze" in res:
+        r = res["tl_lite0_freeze_lr_sweep"]["wall_seconds"] / res["tl_lite0_freeze"]["wall_seconds"]
+        add("5-run lr sweep / one run, wall", r, "<= 1.5", r <= 1.5)
+    return t
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.3f}" if isinstance(v, float) and abs(v) < 10 else (f"{v:.1f}" if isinstance(v, float) else str(v))
+
+
+def markdown(res: dict) -> str:
+    lines = [f"tl benchmark on {res['cpu']}; data {res['data']}; throughput epochs {res['epochs']}, "
+             f"freeze epochs {res['freeze_epochs']}", "",
+             "| measurement | wall s | epoch img/s | peak RSS MB | best val acc | note |",
+             "|---|---:|---:|---:|---:|---|"]
+    for r in rows(res):
+        lines.append(f"| {r['measurement']} | {_fmt(r['wall_s'])} | {_fmt(r.get('epoch_img_s'))} | "
+                     f"{_fmt(r['peak_rss_mb'])} | {_fmt(r.get('best_val_acc'))} | {r.get('note', '')} |")
+    lines += ["", "| target | value | goal | met |", "|---|---:|---|---|"]
+    for t in targets(res):
+        lines.append(f"| {t['target']} | {_fmt(t['value'])} | {t['goal']} | {'yes' if t['met'] else 'NO'} |")
+    return "\n".join(lines) + "\n"
+
+
+def write(res: dict, out: Path) -> None:
+    md = markdown(res)
+    (out / "results.md").write_text(md)
+    (out / "results.json").write_text(json.dumps({"results": res, "rows": rows(res), "targets": targets(res)},
+                                                 indent=1, default=str))
+    print(md)
+    _log_mlflow(res, out)
+
+
+def _log_mlflow(res: dict, out: Path) -> None:
+    from tl import tracking
+
+    uri = tracking.default_uri()
+    client = tracking.prepare_store(uri)
+    exp = tracking.experiment_id(client, "tl-bench", uri)
+    run = client.create_run(exp, run_name=f"bench {out.name}", tags={"tl.role": "bench", "tl.cpu": res["cpu"]})
+    for i, t in enumerate(targets(res)):
+        client.log_metric(run.info.run_id, f"target_{i}", float(t["value"]))
+        client.set_tag(run.info.run_id, f"target_{i}", f"{t['target']}: {t['value']:.3f} ({t['goal']})")
+    client.log_artifact(run.info.run_id, str(out / "results.md"))
+    client.log_artifact(run.info.run_id, str(out / "results.json"))
+    client.set_terminated(run.info.run_id, "FINISHED")
+    print(f"logged to MLflow run {run.info.run_id} (experiment tl-bench)")

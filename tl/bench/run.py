@@ -1,0 +1,202 @@
+"""Driver: every measurement in its own child process (end-to-end wall time, its own peak
+RSS), one table of ratios against the tutorial baseline and the compute ceiling, written as
+markdown and JSON and logged to MLflow. Ratios compare runs of this one invocation only."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tl.paths import project_root
+
+MARK = "BENCH-RESULT "
+SHARED_DATA = project_root().parent / "shared" / "data" / "hymenoptera_data"
+
+
+# ---------------------------------------------------------------- child side
+def _child(spec: dict) -> dict:
+    kind = spec["kind"]
+    if kind == "tutorial":
+        from tl.bench import tutorial
+
+        return tutorial.run(spec["root"], spec["model"], spec["strategy"], spec["epochs"], spec["pretrained"])
+    if kind == "ceiling":
+        import torchvision
+
+        from tl import runtime
+        from tl.bench import ceiling
+
+        from omegaconf import OmegaConf
+
+        rt = runtime.resolve_runtime(OmegaConf.create({"device": "auto", "precision": "auto",
+                                                       "channels_last": True, "num_workers": 0}))
+        c = ceiling.measure(torchvision.models.resnet18(num_classes=2), rt)
+        c["epoch_images_per_second"] = ceiling.epoch_rate(c, spec["n_train"], spec["n_val"])
+        c["precision"] = rt.precision
+        return c
+    if kind == "tl":
+        from tl import train
+
+        sys.argv = ["tl.train", *spec["overrides"]]
+        try:
+            train.main()
+        except SystemExit as e:
+            if e.code not in (0, None):
+                raise
+        return _tl_results(spec["uri"], spec["experiment"])
+    raise ValueError(kind)
+
+
+def _tl_results(uri: str, experiment: str) -> dict:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    runs = [r for r in client.search_runs([exp.experiment_id], max_results=100)
+            if "tl.model" in r.data.tags]
+    out = []
+    for r in runs:
+        ips = [m.value for m in client.get_metric_history(r.info.run_id, "images_per_second")]
+        out.append({"run_id": r.info.run_id, "status": r.info.status,
+                    "best_val_acc": r.data.metrics.get("best_val_acc"),
+                    "epoch_images_per_second": statistics.median(ips) if ips else None,
+                    "setup_seconds": r.data.metrics.get("setup_seconds"),
+                    "train_seconds": r.data.metrics.get("train_seconds"),
+                    "feature_cache": r.data.params.get("runtime.feature_cache"),
+                    "image_cache_mb": float(r.data.params.get("data.image_cache_mb", 0)),
+                    "precision": r.data.params.get("runtime.precision"),
+                    "channels_last": r.data.params.get("runtime.channels_last")})
+    return {"runs": out}
+
+
+def child_main(spec_json: str) -> None:
+    result = _child(json.loads(spec_json))
+    rss_kb = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                 resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    result["peak_rss_mb"] = rss_kb / 1024  # the process and its largest loader worker
+    print(MARK + json.dumps(result), flush=True)
+
+
+# ---------------------------------------------------------------- parent side
+def measure(spec: dict, env: dict | None = None, log_to: Path | None = None) -> dict:
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "tl.bench.run", "--child", json.dumps(spec)],
+                          capture_output=True, text=True, env={**os.environ, **(env or {})})
+    wall = time.perf_counter() - start
+    if log_to is not None:
+        log_to.write_text(proc.stdout + proc.stderr)
+    lines = [l for l in proc.stdout.splitlines() if l.startswith(MARK)]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"benchmark child failed ({spec}):\n{proc.stderr[-3000:]}")
+    result = json.loads(lines[-1][len(MARK):])
+    result["wall_seconds"] = wall
+    return result
+
+
+def make_data(root: Path) -> Path:
+    """A dataset of hymenoptera's shape: 2 classes, 124/121 train and 70/83 val 500x375 JPEGs."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, counts in (("train", (124, 121)), ("val", (70, 83))):
+        for cls, n, tint in (("ants", counts[0], (40, 0, 0)), ("bees", counts[1], (0, 0, 40))):
+            folder = root / split / cls
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                small = rng.integers(0, 200, (12, 16, 3)).astype(np.uint8)
+                img = Image.fromarray(small).resize((500, 375), Image.BICUBIC)
+                arr = np.clip(np.asarray(img).astype(int) + tint, 0, 255).astype(np.uint8)
+                Image.fromarray(arr).save(folder / f"{i}.jpg", quality=90)
+    return root
+
+
+def tl_spec(name: str, overrides: list[str], uri: str) -> dict:
+    return {"kind": "tl", "experiment": name, "uri": uri,
+            "overrides": [*overrides, f"tracking.experiment={name}", f"tracking.uri={uri}"]}
+
+
+def run_all(args) -> dict:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = Path(args.data) if args.data else (SHARED_DATA if SHARED_DATA.is_dir() else make_data(out / "data"))
+    uri = args.tracking_uri or f"sqlite:///{(out / 'mlflow.db').resolve()}"
+    stamp = time.strftime("%H%M%S")
+    ds = ["dataset=hymenoptera", f"dataset.root={data}", "hydra.run.dir=" + str(out / "hydra"),
+          "hydra.sweep.dir=" + str(out / f"sweep-{stamp}")]
+    n_train = sum(1 for _ in (data / "train").rglob("*.*"))
+    n_val = sum(1 for _ in (data / "val").rglob("*.*"))
+    E, F = args.epochs, args.freeze_epochs
+    res: dict = {"data": str(data), "epochs": E, "freeze_epochs": F, "cpu": _cpu()}
+
+    def cold(tag):  # a private, empty feature cache: every tl figure below pays for its features
+        return {"XDG_CACHE_HOME": tempfile.mkdtemp(prefix=f"tl-bench-{tag}-", dir=out)}
+
+    def step(key, spec, env=None):
+        print(f"[bench] {key} ...", flush=True)
+        res[key] = measure(spec, env, out / f"{key}.log")
+        print(f"[bench] {key}: {res[key]['wall_seconds']:.1f}s", flush=True)
+
+    r18 = ["model=resnet18", "model.pretrained=false", f"trainer.epochs={E}"]
+    if "r18" in args.scenarios:
+        step("ceiling_r18", {"kind": "ceiling", "n_train": n_train, "n_val": n_val})
+        step("baseline_r18_finetune", {"kind": "tutorial", "root": str(data), "model": "resnet18",
+                                       "strategy": "finetune", "epochs": E, "pretrained": False})
+        step("tl_r18_finetune", tl_spec(f"bench-{stamp}-r18-ft", [*ds, *r18, "strategy=finetune"], uri))
+        step("tl_r18_partial", tl_spec(f"bench-{stamp}-r18-pf", [*ds, *r18, "strategy=partial_freeze",
+                                                                  "strategy.frozen_stages=3"], uri))
+        step("tl_r18_finetune_cap", tl_spec(f"bench-{stamp}-r18-cap", [*ds, *r18, "strategy=finetune",
+                                                                        "trainer.image_cache_mb=20"], uri))
+    lite = ["model=efficientnet_lite0", "strategy=freeze", f"trainer.epochs={F}"]
+    if "freeze" in args.scenarios:
+        step("baseline_lite0_freeze", {"kind": "tutorial", "root": str(data), "model": "efficientnet_lite0",
+                                       "strategy": "freeze", "epochs": F, "pretrained": True})
+        step("tl_lite0_freeze", tl_spec(f"bench-{stamp}-l0-fr", [*ds, *lite], uri), cold("one"))
+        lrs = "0.002,0.004,0.008,0.016,0.032"
+        step("tl_lite0_freeze_lr_sweep", tl_spec(f"bench-{stamp}-l0-sweep", ["-m", *ds, *lite, f"optimizer.lr={lrs}"], uri),
+             cold("sweep"))
+    if "views" in args.scenarios:
+        for k in args.views:
+            step(f"tl_lite0_freeze_views{k}", tl_spec(f"bench-{stamp}-l0-v{k}", [*ds, *lite,
+                 f"strategy.feature_cache.views={k}"], uri), cold(f"v{k}"))
+        step("tl_lite0_freeze_nocache", tl_spec(f"bench-{stamp}-l0-nc", [*ds, *lite,
+             "strategy.feature_cache.enabled=false"], uri), cold("nc"))
+    return res
+
+
+def _cpu() -> str:
+    from tl.runtime import cpu_name
+
+    return cpu_name()
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m tl.bench", description=__doc__)
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--data", help="a train/val class-folder dataset (default: the tutorial's, "
+                                  "else one of its shape generated here)")
+    p.add_argument("--epochs", type=int, default=3, help="epochs of the throughput scenarios")
+    p.add_argument("--freeze-epochs", type=int, default=25, help="epochs of the freeze scenarios")
+    p.add_argument("--scenarios", nargs="+", default=["r18", "freeze"], choices=["r18", "freeze", "views"])
+    p.add_argument("--views", nargs="+", type=int, default=[1, 2, 4])
+    p.add_argument("--out", default=str(project_root() / "bench" / time.strftime("%Y-%m-%d_%H-%M-%S")))
+    p.add_argument("--tracking-uri", help="where the bench's own runs go (default: a store in --out)")
+    args = p.parse_args(argv)
+    if args.child:
+        return child_main(args.child)
+    from tl.bench import report
+
+    results = run_all(args)
+    report.write(results, Path(args.out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,165 @@
+"""`freeze` without redoing work: the frozen backbone's features, computed once.
+
+Under `freeze` the backbone is a fixed function in eval mode, so its output for an image is
+the same every epoch and in every run of a sweep that shares backbone, data and transform.
+Features are captured at the input of the classifier (one rule for every family), kept in
+memory for the run's epochs and on disk for later runs, keyed by everything they depend on.
+Training the head on them is the same optimisation as the uncached run.
+
+Augmentation: `views=K` caches K views of each training image: view 0 is the plain val-style
+view, views 1.. are random augmentations; each epoch draws one view per image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from tl import sources
+from tl.backbones import Backbone
+from tl.paths import resolve
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1  # bump when what is cached, or how, changes
+
+
+@dataclass
+class Features:
+    classes: list[str]
+    train: torch.Tensor          # [views, N, D]
+    train_targets: torch.Tensor  # [N]
+    val: torch.Tensor            # [M, D]
+    val_targets: torch.Tensor    # [M]
+    skipped: list[tuple[str, str]]
+
+
+def applicable(cfg) -> bool:
+    s = cfg.strategy
+    fc = s.get("feature_cache") or {}
+    return s.name == "freeze" and s.bn in ("eval", "frozen") and bool(fc.get("enabled", False))
+
+
+def cache_dir(cfg) -> Path:
+    return resolve(cfg.strategy.feature_cache.dir)
+
+
+def _weights_identity(cfg) -> dict:
+    w = cfg.model.get("weights")
+    if not w:
+        return {"pretrained": bool(cfg.model.pretrained)}
+    st = resolve(w).stat()
+    return {"weights": str(resolve(w)), "size": st.st_size, "mtime": st.st_mtime_ns}
+
+
+def cache_key(cfg, backbone: Backbone, precision: str) -> str:
+    from omegaconf import OmegaConf
+
+    dataset = OmegaConf.to_container(cfg.dataset, resolve=True)
+    root = resolve(cfg.dataset.root)
+    parts = {
+        "format": FORMAT,
+        "model": {"source": backbone.source, "name": backbone.name, **_weights_identity(cfg)},
+        "data": asdict(backbone.data),
+        "dataset": dataset,
+        "content": sources.tree_fingerprint(root) if root.exists() else "absent",
+        "views": int(cfg.strategy.feature_cache.views),
+        "seed": int(cfg.trainer.seed),
+        "precision": precision,
+        "torch": torch.__version__,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def load(path: Path) -> Features | None:
+    if not path.is_file():
+        return None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return Features(**obj)
+    except Exception as e:  # a damaged cache file is recomputed, never trusted
+        log.warning("ignoring unreadable feature cache %s (%s)", path, e)
+        return None
+
+
+def save(path: Path, feats: Features) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(asdict(feats), tmp)
+        os.replace(tmp, path)  # readers never see half a file
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+@torch.inference_mode()
+def _pass(model, head, loader, prep, rt) -> tuple[torch.Tensor, torch.Tensor]:
+    captured = []
+    hook = head.register_forward_pre_hook(lambda m, args: captured.append(args[0].flatten(1).float().cpu()))
+    targets = []
+    try:
+        for x, y in loader:
+            x, y = prep(x, y)
+            with torch.autocast(rt.device.type, dtype=rt.autocast_dtype, enabled=rt.autocast_dtype is not None):
+                model(x)
+            targets.append(y.cpu())
+    finally:
+        hook.remove()
+    return torch.cat(captured), torch.cat(targets)
+
+
+def extract(backbone: Backbone, splits, views: int, rt, prep, seed: int, batch_size: int,
+            train_view_transform, val_view_transform) -> Features:
+    """Run the frozen backbone once over val and over `views` views of train."""
+    model, head = backbone.model, backbone.model.get_submodule(backbone.head[-1])
+    model.eval()
+
+    def loader(ds):
+        return DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=0)
+
+    val, val_y = _pass(model, head, loader(splits.val), prep, rt)
+    train_views, train_y = [], None
+    aug = splits.train.transform
+    try:
+        for v in range(views):
+            splits.train.transform = val_view_transform if v == 0 else train_view_transform
+            torch.manual_seed(seed * 1000 + v)  # each view's random crops, reproducibly
+            feats, train_y = _pass(model, head, loader(splits.train), prep, rt)
+            train_views.append(feats)
+    finally:
+        splits.train.transform = aug
+    return Features(splits.classes, torch.stack(train_views), train_y, val, val_y,
+                    [(str(p), why) for p, why in splits.skipped])
+
+
+class FeatureBatches:
+    """Batches of cached features: a fresh shuffle and one random view per image each epoch."""
+
+    def __init__(self, feats: torch.Tensor, targets: torch.Tensor, batch_size: int,
+                 generator: torch.Generator | None = None):
+        self.feats = feats if feats.dim() == 3 else feats.unsqueeze(0)
+        self.targets, self.batch_size, self.generator = targets, batch_size, generator
+
+    def __len__(self) -> int:
+        return -(-self.targets.numel() // self.batch_size)
+
+    def __iter__(self):
+        n = self.targets.numel()
+        if self.generator is None:
+            order, views = torch.arange(n), torch.zeros(n, dtype=torch.long)
+        else:
+            order = torch.randperm(n, generator=self.generator)
+            views = torch.randint(self.feats.shape[0], (n,), generator=self.generator)
+        for i in range(0, n, self.batch_size):
+            idx = order[i:i + self.batch_size]
+            yield self.feats[views[idx], idx], self.targets[idx]
