@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import shlex
 import shutil
 import tempfile
@@ -17,7 +18,8 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from tl import backbones, data, features, runtime, strategies, sweep, tracking, validate
+from tl import backbones, data, decoded, device_batches, features, runtime, strategies, sweep, tracking, validate
+from tl.errors import ConfigError
 from tl.engine import Preprocess, evaluate, train_one_epoch
 from tl.optim import build_optimizer, build_scheduler
 
@@ -93,6 +95,9 @@ def fit(cfg: DictConfig, client, run_id: str, out_dir: Path | None) -> float:
         job = _feature_job(cfg, backbone, rt, prep, generator)
     else:
         job = _image_job(cfg, backbone, rt, prep, generator)
+    if cfg.trainer.get("compile"):
+        # Compiling pays off only for long runs: minutes of compile time on a CPU.
+        job = replace(job, step_model=torch.compile(job.step_model))
     setup_seconds = time.perf_counter() - t0
 
     optimizer = build_optimizer(model, cfg.optimizer)
@@ -151,12 +156,33 @@ def _image_job(cfg, backbone, rt, prep, generator) -> Job:
     plan = strategies.apply(backbone, cfg.strategy)
     in_memory = data.in_memory(splits.train) and data.in_memory(splits.val)
     rt = replace(rt, num_workers=runtime.pick_num_workers(t.num_workers, in_memory))
-    train_loader, val_loader = data.loaders(
-        splits, t.batch_size, t.get("eval_batch_size") or t.batch_size, rt.num_workers, generator,
-        pin_memory=rt.device.type == "cuda")
+    eval_bs = t.get("eval_batch_size") or t.batch_size
+    train_loader, val_loader = data.loaders(splits, t.batch_size, eval_bs, rt.num_workers, generator,
+                                            pin_memory=rt.device.type == "cuda")
+    if data.in_memory(splits.val):
+        images, targets = device_batches.pretransform(splits.val)
+        val_loader = device_batches.TensorBatches(images.to(rt.device), targets.to(rt.device), eval_bs)
+    if _augment_on_device(t, rt, splits):
+        d = backbone.data
+        train_loader = device_batches.DeviceTrainBatches(
+            splits.train.images, splits.train.targets, math.ceil(d.input_size * t.image_cache_scale),
+            d.input_size, t.batch_size, rt.device, generator,
+            scale=cfg.dataset.get("crop_scale") or (0.08, 1.0), hflip=bool(cfg.dataset.get("hflip", True)))
     cached = sum(getattr(ds, "cached_bytes", 0) for ds in (splits.train, splits.val))
     return Job(backbone.model, train_loader, val_loader, prep, rt, plan, splits.classes,
                splits.skipped, len(splits.train), len(splits.val), cached)
+
+
+def _augment_on_device(t, rt, splits) -> bool:
+    """`auto`: on a GPU, when every training image is decoded in memory."""
+    spec = t.get("device_augment", "auto")
+    possible = isinstance(splits.train, decoded.DecodedImages) and data.in_memory(splits.train)
+    if spec == "auto":
+        return possible and rt.device.type == "cuda"
+    if spec and not possible:
+        raise ConfigError("trainer.device_augment=true needs every training image decoded in memory: "
+                          "raise trainer.image_cache_mb, or set trainer.device_augment=auto")
+    return bool(spec)
 
 
 def _feature_job(cfg, backbone, rt, prep, generator) -> Job:

@@ -43,11 +43,11 @@ def _child(spec: dict) -> dict:
         c["precision"] = rt.precision
         return c
     if kind == "tl":
-        from tl import train
+        import runpy
 
         sys.argv = ["tl.train", *spec["overrides"]]
-        try:
-            train.main()
+        try:  # as `python -m tl.train` does, so Hydra finds conf/ the same way
+            runpy.run_module("tl.train", run_name="__main__", alter_sys=True)
         except SystemExit as e:
             if e.code not in (0, None):
                 raise
