@@ -15,7 +15,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from tl import backbones, data, runtime, strategies, sweep, tracking, validate
+from tl import backbones, data, diagnostics, progress, runtime, strategies, sweep, tracking, validate
 from tl.engine import evaluate, train_one_epoch
 from tl.optim import build_optimizer, build_scheduler
 
@@ -114,8 +114,11 @@ def fit(cfg: DictConfig, client, run_id: str, out_dir: Path | None) -> float:
             (work / "skipped_files.txt").write_text(
                 "".join(f"{p}\t{why}\n" for p, why in splits.skipped))
             client.log_artifact(run_id, str(work / "skipped_files.txt"))
-        return _epochs(cfg, client, run_id, model, splits, plan, optimizer, scheduler, criterion,
+        best = _epochs(cfg, client, run_id, model, splits, plan, optimizer, scheduler, criterion,
                        scaler, rt, generator, work)
+        diagnostics.log_best(client, run_id, model, work / "best.pt", splits, backbone.data, rt,
+                             cfg.trainer.get("eval_batch_size") or cfg.trainer.batch_size)
+        return best
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -128,10 +131,11 @@ def _epochs(cfg, client, run_id, model, splits, plan, optimizer, scheduler, crit
         pin_memory=rt.device.type == "cuda")
     best, best_epoch, total = -1.0, 0, 0.0
     ckpt = work / "best.pt"
-    for epoch in range(1, t.epochs + 1):
+    for epoch in progress.epochs(t.epochs):
         lr = optimizer.param_groups[0]["lr"]
-        tr = train_one_epoch(model, train_loader, optimizer, criterion, rt, plan, scaler)
-        va = evaluate(model, val_loader, criterion, rt)
+        tr = train_one_epoch(model, progress.batches(train_loader, "train"), optimizer, criterion,
+                             rt, plan, scaler)
+        va = evaluate(model, progress.batches(val_loader, "val"), criterion, rt)
         scheduler.step(epoch)
         seconds = tr.seconds + va.seconds
         total += seconds
