@@ -39,8 +39,10 @@ def reproduce_command(overrides: list[str]) -> str:
     return " ".join(["python -m tl.train", "hydra.mode=RUN", *(shlex.quote(o) for o in overrides)])
 
 
-def train(cfg: DictConfig) -> float:
-    """Train one model as `cfg` says, logging everything to MLflow. Returns best val accuracy."""
+def train(cfg: DictConfig, extra_tags: dict[str, str] | None = None) -> float:
+    """Train one model as `cfg` says, logging everything to MLflow. Returns best val accuracy.
+
+    `extra_tags` are set on the run on top of (and over) its own, e.g. by `tl reproduce`."""
     uri = tracking.resolve_uri(cfg.tracking)
     parent = sweep.parent_for_job()
     if parent is not None:
@@ -54,6 +56,7 @@ def train(cfg: DictConfig) -> float:
         "tl.dataset": str(cfg.dataset.name), "tl.overrides": " ".join(overrides),
         "tl.command": reproduce_command(overrides), "tl.git_commit": tracking.git_commit(),
         **{f"tl.version.{k}": v for k, v in tracking.package_versions().items()},
+        **(extra_tags or {}),
     }
     if parent is not None:
         tags["mlflow.parentRunId"] = parent.run_id
