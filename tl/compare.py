@@ -149,7 +149,8 @@ def matrix_lines(mats) -> list[str]:
         body = [[m, *(_fmt(cells.get((m, s)), ".4f") + ("*" if cells.get((m, s)) == top else " ")
                       for s in strategies)] for m in models]
         lines += ["", f"Best val acc, backbone x strategy ({ds}):"]
-        lines += ["  " + x for x in _aligned(["", *strategies], body, set(strategies))]
+        header = ["", *(f"{s} " for s in strategies)]  # the space stands over the best mark
+        lines += ["  " + x for x in _aligned(header, body, set(header[1:]))]
     return lines
 
 
@@ -185,11 +186,12 @@ def plot_curves(rows: list[Row]):
     from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
     from matplotlib.ticker import MaxNLocator
 
-    fig = Figure(figsize=(13, 5), layout="constrained")
+    fig = Figure(figsize=(15, 5), layout="constrained")
     axes = fig.subplots(1, 2)
     colours = {m: f"C{i % 10}" for i, m in enumerate(dict.fromkeys(r.model for r in rows))}
-    styles = {s: LINE_STYLES[i % len(LINE_STYLES)]
-              for i, s in enumerate(dict.fromkeys(r.strategy for r in rows))}
+    found = {r.strategy for r in rows}  # the same style for a strategy in every sweep
+    order = [s for s in STRATEGY_ORDER if s in found] + sorted(found - set(STRATEGY_ORDER))
+    styles = {s: LINE_STYLES[i % len(LINE_STYLES)] for i, s in enumerate(order)}
     several = len({r.dataset for r in rows}) > 1
     for ax, key, title in zip(axes, ("val_acc", "val_loss"), ("val accuracy", "val loss")):
         for r in rows:
@@ -202,7 +204,7 @@ def plot_curves(rows: list[Row]):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(title)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8, loc="best")
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right upper", fontsize=8)
     return fig
 
 
