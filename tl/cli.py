@@ -16,6 +16,16 @@ def _uri_help() -> str:
     return "MLflow tracking URI (default: the project's store, sqlite:///<repo>/mlruns/mlflow.db)"
 
 
+def _tolerance(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number >= 0, e.g. 0 or 1e-6")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tl", description="Compare a sweep's runs, reproduce a run, list the backbones. "
@@ -38,7 +48,7 @@ def parser() -> argparse.ArgumentParser:
                                    "identical within tolerance, 1 metrics differ, 2 cannot reproduce.")
     r.add_argument("run_id", metavar="RUN_ID")
     r.add_argument("--tracking-uri", help=_uri_help())
-    r.add_argument("--tolerance", type=float, default=None, metavar="X",
+    r.add_argument("--tolerance", type=_tolerance, default=None, metavar="X",
                    help="largest allowed absolute difference per value (default: 0, exact, on CPU; "
                         "1e-4 when either run used a GPU)")
 
