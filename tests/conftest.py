@@ -1,13 +1,19 @@
-"""Shared fixtures: composed configs, tiny generated image folders, a private MLflow store."""
+"""Shared fixtures: composed configs, tiny generated image folders, a private MLflow store,
+one real sweep to read back."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from mlflow.tracking import MlflowClient
 from PIL import Image
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
@@ -64,3 +70,26 @@ def fast_overrides(tiny_data, store):
         "trainer.epochs=2", "trainer.batch_size=4", "trainer.num_workers=0",
         f"tracking.uri={store}",
     ]
+
+
+@pytest.fixture(scope="session")
+def tiny_sweep(tmp_path_factory):
+    """One real two-job sweep (resnet18 x freeze, finetune) in its own store, shared by the tests
+    that read runs back. They may add runs or alter a job's artifacts, never remove runs."""
+    root = tmp_path_factory.mktemp("tiny_sweep")
+    data = make_image_folder(root / "data")
+    uri = f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"
+    out = subprocess.run(
+        [sys.executable, "-m", "tl.train", "-m", "model=resnet18", "strategy=freeze,finetune",
+         "dataset=imagefolder", f"dataset.root={data}", "model.pretrained=false", "model.input_size=32",
+         "trainer.epochs=2", "trainer.batch_size=4", "trainer.num_workers=0", f"tracking.uri={uri}",
+         f"hydra.sweep.dir={root / 'multirun'}"],
+        cwd=root, env={**os.environ, "HYDRA_FULL_ERROR": "0"}, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("tl")
+    runs = client.search_runs([exp.experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("tl.role") == "sweep"]
+    jobs = {r.data.tags["tl.strategy"]: r for r in runs if "mlflow.parentRunId" in r.data.tags}
+    return SimpleNamespace(uri=uri, root=root, client=client, experiment_id=exp.experiment_id,
+                           parent=parent, jobs=jobs)

@@ -18,9 +18,10 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from tl import backbones, data, decoded, device_batches, features, runtime, strategies, sweep, tracking, validate
-from tl.errors import ConfigError
+from tl import (backbones, data, decoded, device_batches, diagnostics, features, progress, runtime,
+                strategies, sweep, tracking, validate)
 from tl.engine import Preprocess, evaluate, train_one_epoch
+from tl.errors import ConfigError
 from tl.optim import build_optimizer, build_scheduler
 
 log = logging.getLogger("tl")
@@ -43,8 +44,10 @@ def reproduce_command(overrides: list[str]) -> str:
     return " ".join(["python -m tl.train", "hydra.mode=RUN", *(shlex.quote(o) for o in overrides)])
 
 
-def train(cfg: DictConfig) -> float:
-    """Train one model as `cfg` says, logging everything to MLflow. Returns best val accuracy."""
+def train(cfg: DictConfig, extra_tags: dict[str, str] | None = None) -> float:
+    """Train one model as `cfg` says, logging everything to MLflow. Returns best val accuracy.
+
+    `extra_tags` are set on the run on top of (and over) its own, e.g. by `tl reproduce`."""
     uri = tracking.resolve_uri(cfg.tracking)
     parent = sweep.parent_for_job()
     if parent is not None:
@@ -58,6 +61,7 @@ def train(cfg: DictConfig) -> float:
         "tl.dataset": str(cfg.dataset.name), "tl.overrides": " ".join(overrides),
         "tl.command": reproduce_command(overrides), "tl.git_commit": tracking.git_commit(),
         **{f"tl.version.{k}": v for k, v in tracking.package_versions().items()},
+        **(extra_tags or {}),
     }
     if parent is not None:
         tags["mlflow.parentRunId"] = parent.run_id
@@ -125,7 +129,9 @@ def fit(cfg: DictConfig, client, run_id: str, out_dir: Path | None) -> float:
         if job.skipped:
             (work / "skipped_files.txt").write_text("".join(f"{p}\t{why}\n" for p, why in job.skipped))
             client.log_artifact(run_id, str(work / "skipped_files.txt"))
-        return _epochs(cfg, client, run_id, model, job, optimizer, scheduler, work)
+        best = _epochs(cfg, client, run_id, model, job, optimizer, scheduler, work)
+        diagnostics.log_best(client, run_id, model, work / "best.pt", job)
+        return best
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -219,11 +225,11 @@ def _epochs(cfg, client, run_id, model, job: Job, optimizer, scheduler, work: Pa
     scaler = torch.amp.GradScaler("cuda") if job.rt.precision == "fp16" else None
     best, best_epoch, total = -1.0, 0, 0.0
     ckpt = work / "best.pt"
-    for epoch in range(1, t.epochs + 1):
+    for epoch in progress.epochs(t.epochs):
         lr = optimizer.param_groups[0]["lr"]
-        tr = train_one_epoch(job.step_model, job.train_loader, optimizer, criterion, job.rt, job.plan,
-                             job.prep, scaler)
-        va = evaluate(job.step_model, job.val_loader, criterion, job.rt, job.prep)
+        tr = train_one_epoch(job.step_model, progress.batches(job.train_loader, "train"), optimizer,
+                             criterion, job.rt, job.plan, job.prep, scaler)
+        va = evaluate(job.step_model, progress.batches(job.val_loader, "val"), criterion, job.rt, job.prep)
         scheduler.step(epoch)
         seconds = tr.seconds + va.seconds
         total += seconds

@@ -1,0 +1,101 @@
+"""Every finished run logs what it gets right and wrong: confusion matrix, per-class scores and
+sample predictions, for its best checkpoint."""
+
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from tl import diagnostics, progress, tracking
+from tl.train import train
+from tests.conftest import compose_cfg
+
+CLASSES = ["ants", "bees", "wasps"]
+
+
+def read(client, run_id, path, tmp_path) -> str:
+    return Path(client.download_artifacts(run_id, path, str(tmp_path))).read_text()
+
+
+def test_the_confusion_matrix_has_true_classes_as_rows_and_predictions_as_columns():
+    assert diagnostics.confusion([0, 0, 1, 2, 2], [0, 1, 1, 2, 0], 3) == [[1, 1, 0], [0, 1, 0], [1, 0, 1]]
+
+
+def test_per_class_scores_are_precision_recall_and_f1_of_each_class():
+    scores = diagnostics.per_class([[3, 1, 0], [0, 2, 0], [0, 0, 0]], CLASSES)
+    ants, bees, wasps = scores
+    assert (ants["precision"], ants["recall"], ants["support"]) == (1.0, 0.75, 4)
+    assert ants["f1"] == pytest.approx(2 * 0.75 / 1.75)
+    assert (bees["precision"], bees["recall"]) == (2 / 3, 1.0)
+    assert (wasps["precision"], wasps["recall"], wasps["f1"]) == (0.0, 0.0, 0.0)  # never seen
+
+
+def test_log_diagnostics_logs_the_matrix_the_scores_and_a_sample_grid(store, tmp_path):
+    client = tracking.prepare_store(store)
+    run_id = client.create_run(tracking.experiment_id(client, "tl", store)).info.run_id
+    image = torch.zeros(3, 16, 16, dtype=torch.uint8)
+    diagnostics.log_diagnostics(client, run_id, [0, 1, 1, 2], [0, 1, 2, 2], CLASSES,
+                                [(image, 0, 0), (image, 1, 2)])
+    logged = {a.path for a in client.list_artifacts(run_id, "diagnostics")}
+    assert logged == {f"diagnostics/{f}" for f in (
+        "confusion_matrix.png", "confusion_matrix.csv", "confusion_matrix.json",
+        "per_class.csv", "per_class.json", "predictions.png")}
+    rows = list(csv.reader(io.StringIO(read(client, run_id, "diagnostics/confusion_matrix.csv", tmp_path))))
+    assert rows == [["true \\ predicted", *CLASSES], ["ants", "1", "0", "0"], ["bees", "0", "1", "1"],
+                    ["wasps", "0", "0", "1"]]
+    text = read(client, run_id, "diagnostics/per_class.csv", tmp_path)
+    scores = {r["class"]: r for r in csv.DictReader(io.StringIO(text))}
+    assert float(scores["bees"]["recall"]) == 0.5 and float(scores["wasps"]["precision"]) == 0.5
+
+
+def test_a_finished_run_logs_diagnostics_of_its_best_checkpoint(fast_overrides, store, tmp_path):
+    best = train(compose_cfg(*fast_overrides, "strategy=partial_freeze"))
+    client = MlflowClient(store)
+    (run,) = client.search_runs([client.get_experiment_by_name("tl").experiment_id])
+    logged = {a.path for a in client.list_artifacts(run.info.run_id, "diagnostics")}
+    assert {"diagnostics/confusion_matrix.png", "diagnostics/per_class.csv",
+            "diagnostics/predictions.png"} <= logged
+    summary = json.loads(read(client, run.info.run_id, "diagnostics/per_class.json", tmp_path))
+    assert summary["images"] == 8  # 4 val images in each of 2 classes
+    assert summary["accuracy"] == pytest.approx(best)  # the best checkpoint, not the last epoch
+
+
+def test_sample_images_are_spread_over_the_val_set():
+    assert diagnostics.spread(100, 4) == {0, 33, 66, 99}
+    assert diagnostics.spread(3, 16) == {0, 1, 2}
+
+
+def test_samples_are_the_uint8_images_the_model_saw_and_none_for_cached_features():
+    from tl.engine import Preprocess
+    from tl.runtime import Runtime
+
+    rt = Runtime(torch.device("cpu"), "fp32", "", False, 0, "")
+    images = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(192, 2))
+    _, preds, samples = diagnostics.predict(model, [(images, torch.tensor([0, 1, 0, 1]))],
+                                            Preprocess(rt, (0.5,) * 3, (0.5,) * 3), rt, 4)
+    assert len(preds) == 4 and torch.equal(samples[2][0], images[2])
+    feats = [(torch.randn(4, 192), torch.tensor([0, 1, 0, 1]))]
+    assert diagnostics.predict(model[1:], feats, Preprocess(rt), rt, 4)[2] == []
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_bars_show_only_on_a_terminal(monkeypatch):
+    monkeypatch.setattr("sys.stderr", io.StringIO())
+    loader = [1, 2, 3]
+    assert progress.batches(loader, "train") is loader
+    assert list(progress.epochs(2)) == [1, 2]
+
+    monkeypatch.setattr("sys.stderr", Terminal())
+    assert [list(progress.batches(loader, "train")) for _ in progress.epochs(2)] == [loader, loader]
+    shown = sys.stderr.getvalue()
+    assert "epochs: 100%" in shown and "2/2" in shown

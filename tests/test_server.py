@@ -1,0 +1,177 @@
+"""Against a real MLflow tracking server on 127.0.0.1: a sweep logs through it, and its runs,
+per-epoch histories and artifacts read back over the REST API; `tl compare` then logs its
+table and figures on the sweep's parent, where the server's artifact proxy serves them."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from types import SimpleNamespace
+
+import pytest
+
+from tests.conftest import make_image_folder
+
+STARTUP_SECONDS = 180  # a cold start imports all of MLflow's server: ~15 s on 2 busy cores
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_healthy(url: str, proc: subprocess.Popen, log_path) -> None:
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"mlflow server exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"mlflow server not healthy after {STARTUP_SECONDS}s:\n{log_path.read_text()[-3000:]}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Terminate the server's process group (it runs uvicorn as a child), then kill what is left."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        proc.poll()
+        try:
+            os.killpg(proc.pid, 0)  # anyone left in the group?
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mlflow_server")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log_path = root / "server.log"
+    # No GenAI job runner: it would start a pool of worker processes this test never uses.
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+             "--workers", "1", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+             "--serve-artifacts", "--artifacts-destination", str(root / "artifacts")],
+            cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_until_healthy(url, proc, log_path)
+        yield SimpleNamespace(url=url, root=root)
+    finally:
+        stop(proc)
+
+
+def api(server, endpoint: str, body: dict | None = None, **query):
+    url = server.url + endpoint + ("?" + urllib.parse.urlencode(query) if query else "")
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as r:
+        return json.loads(r.read())
+
+
+def fetch(server, endpoint: str, **query) -> bytes:
+    url = server.url + endpoint + ("?" + urllib.parse.urlencode(query) if query else "")
+    with urllib.request.urlopen(url, timeout=60) as r:
+        return r.read()
+
+
+def search(server, experiment_id: str, filter_string: str) -> list[dict]:
+    return api(server, "/api/2.0/mlflow/runs/search",
+               {"experiment_ids": [experiment_id], "filter": filter_string}).get("runs", [])
+
+
+def tags(run: dict) -> dict[str, str]:
+    return {t["key"]: t["value"] for t in run["data"].get("tags", [])}
+
+
+def listing(server, run_id: str, path: str = "") -> dict[str, dict]:
+    files = api(server, "/api/2.0/mlflow/artifacts/list", run_id=run_id, path=path).get("files", [])
+    return {f["path"]: f for f in files}
+
+
+@pytest.fixture(scope="module")
+def served_sweep(server):
+    work = server.root / "work"
+    data = make_image_folder(work / "data")
+    out = subprocess.run(
+        [sys.executable, "-m", "tl.train", "-m", "model=resnet18", "strategy=freeze,finetune",
+         "dataset=imagefolder", f"dataset.root={data}", "model.pretrained=false", "model.input_size=32",
+         "trainer.epochs=2", "trainer.batch_size=4", "trainer.num_workers=0",
+         f"tracking.uri={server.url}", f"hydra.sweep.dir={work / 'multirun'}"],
+        cwd=work, env={**os.environ, "HYDRA_FULL_ERROR": "0"}, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    exp_id = api(server, "/api/2.0/mlflow/experiments/get-by-name", experiment_name="tl")["experiment"]["experiment_id"]
+    (parent,) = search(server, exp_id, "tags.`tl.role` = 'sweep'")
+    jobs = search(server, exp_id, f"tags.`mlflow.parentRunId` = '{parent['info']['run_id']}'")
+    return SimpleNamespace(experiment_id=exp_id, parent=parent, jobs=jobs)
+
+
+def test_the_sweep_logs_a_parent_and_a_child_per_job_through_the_server(served_sweep):
+    assert served_sweep.parent["info"]["status"] == "FINISHED"
+    assert sorted(tags(j)["tl.strategy"] for j in served_sweep.jobs) == ["finetune", "freeze"]
+    for job in served_sweep.jobs:
+        assert job["info"]["status"] == "FINISHED"
+        assert tags(job)["tl.model"] == "resnet18" and tags(job)["tl.dataset"] == "imagefolder"
+        params = {p["key"]: p["value"] for p in job["data"]["params"]}
+        assert params["tracking.uri"].startswith("http://127.0.0.1:")
+
+
+def test_each_jobs_per_epoch_history_is_served(server, served_sweep):
+    for job in served_sweep.jobs:
+        for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
+            history = api(server, "/api/2.0/mlflow/metrics/get-history",
+                          run_id=job["info"]["run_id"], metric_key=key)["metrics"]
+            assert sorted(m["step"] for m in history) == [1, 2], key
+
+
+def test_each_jobs_artifacts_are_served(server, served_sweep):
+    for job in served_sweep.jobs:
+        run_id = job["info"]["run_id"]
+        top = listing(server, run_id)
+        assert {"config.yaml", "checkpoints", "diagnostics", "hydra"} <= set(top)
+        assert "diagnostics/confusion_matrix.png" in listing(server, run_id, "diagnostics")
+        config = fetch(server, "/get-artifact", path="config.yaml", run_uuid=run_id).decode()
+        assert "name: resnet18" in config and f"name: {tags(job)['tl.strategy']}" in config
+
+
+def test_tl_compare_logs_its_files_on_the_parent_where_the_server_serves_them(server, served_sweep, tmp_path):
+    out = subprocess.run([sys.executable, "-m", "tl", "compare", "--tracking-uri", server.url, "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    parent = served_sweep.parent["info"]
+    assert parent["run_id"] in out.stdout and "Best val acc, backbone x strategy" in out.stdout
+
+    files = listing(server, parent["run_id"], "compare")
+    assert set(files) == {"compare/table.md", "compare/runs.csv", "compare/curves.png", "compare/matrix.png"}
+    assert all(f["file_size"] > 0 for f in files.values())
+    table = fetch(server, "/get-artifact", path="compare/table.md", run_uuid=parent["run_id"])
+    assert table == (tmp_path / "table.md").read_bytes()
+    # The same file straight from the artifact proxy, where the UI's artifact view reads it.
+    root = parent["artifact_uri"]
+    assert root.startswith("mlflow-artifacts:/")
+    png = fetch(server, f"/api/2.0/mlflow-artifacts/artifacts/{root.removeprefix('mlflow-artifacts:/').lstrip('/')}"
+                        "/compare/curves.png")
+    assert png == (tmp_path / "curves.png").read_bytes()

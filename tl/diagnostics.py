@@ -1,0 +1,161 @@
+"""What a finished run gets right and wrong on its val split: confusion matrix, per-class
+precision/recall/F1, and a grid of sample images with their predicted and true labels.
+
+Everything is logged under the run's `diagnostics/` artifact folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import tempfile
+from pathlib import Path
+
+import torch
+
+ARTIFACT_DIR = "diagnostics"
+MAX_SAMPLES = 16
+MAX_ANNOTATED_CLASSES = 30  # beyond this, counts printed in the cells are unreadable
+
+
+def confusion(targets: list[int], preds: list[int], n_classes: int) -> list[list[int]]:
+    """Counts, rows = true class, columns = predicted class."""
+    m = [[0] * n_classes for _ in range(n_classes)]
+    for t, p in zip(targets, preds, strict=True):
+        m[t][p] += 1
+    return m
+
+
+def per_class(matrix: list[list[int]], classes: list[str]) -> list[dict]:
+    rows = []
+    for i, name in enumerate(classes):
+        tp = matrix[i][i]
+        predicted = sum(matrix[r][i] for r in range(len(classes)))
+        support = sum(matrix[i])
+        # 0/0 counts as 0, as scikit-learn does: a class never predicted has no precision.
+        precision = tp / predicted if predicted else 0.0
+        recall = tp / support if support else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        rows.append({"class": name, "precision": precision, "recall": recall, "f1": f1,
+                     "support": support})
+    return rows
+
+
+def log_diagnostics(client, run_id: str, targets: list[int], preds: list[int], classes: list[str],
+                    samples: list[tuple[torch.Tensor, int, int]]) -> None:
+    """Log the diagnostics of one run's predictions; each sample is (uint8 CHW image, true
+    label, predicted label)."""
+    matrix = confusion(targets, preds, len(classes))
+    scores = per_class(matrix, classes)
+    with tempfile.TemporaryDirectory(prefix="tl-diagnostics-") as tmp:
+        d = Path(tmp)
+        _write_confusion(d, matrix, classes)
+        _write_scores(d, scores, matrix)
+        _plot_confusion(matrix, classes).savefig(d / "confusion_matrix.png", dpi=100)
+        if samples:
+            _plot_samples(samples, classes).savefig(d / "predictions.png", dpi=100)
+        client.log_artifacts(run_id, str(d), ARTIFACT_DIR)
+
+
+def _write_confusion(d: Path, matrix: list[list[int]], classes: list[str]) -> None:
+    with open(d / "confusion_matrix.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["true \\ predicted", *classes])
+        for name, row in zip(classes, matrix):
+            w.writerow([name, *row])
+    (d / "confusion_matrix.json").write_text(json.dumps(
+        {"classes": classes, "rows": "true", "columns": "predicted", "matrix": matrix}, indent=1))
+
+
+def _write_scores(d: Path, scores: list[dict], matrix: list[list[int]]) -> None:
+    with open(d / "per_class.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["class", "precision", "recall", "f1", "support"])
+        w.writeheader()
+        w.writerows(scores)
+    total = sum(map(sum, matrix))
+    n = max(len(scores), 1)
+    summary = {
+        "accuracy": sum(matrix[i][i] for i in range(len(matrix))) / total if total else 0.0,
+        "macro_precision": sum(s["precision"] for s in scores) / n,
+        "macro_recall": sum(s["recall"] for s in scores) / n,
+        "macro_f1": sum(s["f1"] for s in scores) / n,
+        "images": total,
+        "per_class": scores,
+    }
+    (d / "per_class.json").write_text(json.dumps(summary, indent=1))
+
+
+def _plot_confusion(matrix: list[list[int]], classes: list[str]):
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
+
+    n = len(classes)
+    side = min(4 + 0.45 * n, 30)
+    fig = Figure(figsize=(side + 1, side), layout="constrained")
+    ax = fig.subplots()
+    im = ax.imshow(matrix, cmap="Blues")
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    ax.set_xticks(range(n), classes, rotation=90 if n > 6 else 0)
+    ax.set_yticks(range(n), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title("confusion matrix (val)")
+    if n <= MAX_ANNOTATED_CLASSES:
+        top = max(max(r) for r in matrix) if matrix else 0
+        for i, row in enumerate(matrix):
+            for j, count in enumerate(row):
+                ax.text(j, i, str(count), ha="center", va="center",
+                        color="white" if count > top / 2 else "black")
+    return fig
+
+
+def _plot_samples(samples: list[tuple[torch.Tensor, int, int]], classes: list[str]):
+    from matplotlib.figure import Figure
+
+    cols = min(4, len(samples))
+    rows = -(-len(samples) // cols)
+    fig = Figure(figsize=(2.6 * cols, 2.8 * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax in axes:
+        ax.axis("off")
+    for ax, (image, true, pred) in zip(axes, samples):
+        ax.imshow(image.permute(1, 2, 0).numpy())
+        ax.set_title(f"predicted: {classes[pred]}\ntrue: {classes[true]}", fontsize=9,
+                     color="green" if pred == true else "red")
+    return fig
+
+
+def spread(n_items: int, k: int) -> set[int]:
+    """k indices spread evenly over n_items: val sets are sorted by class, so the first k
+    images would often all be one class."""
+    if n_items <= k:
+        return set(range(n_items))
+    return {round(i * (n_items - 1) / (k - 1)) for i in range(k)} if k > 1 else {0}
+
+
+@torch.inference_mode()
+def predict(model, loader, prep, rt, n_items: int, n_samples: int = MAX_SAMPLES):
+    """Targets and predictions over `loader`, plus up to `n_samples` (uint8 image, true,
+    predicted) spread over it when the batches are images (not cached features)."""
+    model.eval()
+    keep = spread(n_items, n_samples)
+    targets, preds, samples, seen = [], [], [], 0
+    for x, y in loader:
+        xd, _ = prep(x, y)
+        with torch.autocast(rt.device.type, dtype=rt.autocast_dtype, enabled=rt.autocast_dtype is not None):
+            p = model(xd).argmax(1).cpu()
+        y = y.cpu()
+        targets += y.tolist()
+        preds += p.tolist()
+        if x.dtype == torch.uint8 and x.dim() == 4:
+            samples += [(x[i].cpu(), int(y[i]), int(p[i])) for i in range(len(y)) if seen + i in keep]
+        seen += len(y)
+    return targets, preds, samples
+
+
+def log_best(client, run_id: str, model, checkpoint: Path, job) -> None:
+    """Diagnostics of the best checkpoint (the model whose val accuracy the run reports as
+    `best_val_acc`), not of the final epoch's weights."""
+    state = torch.load(checkpoint, map_location=job.rt.device, weights_only=True)
+    model.load_state_dict(state["model"])  # job.step_model is `model` or its head: both updated
+    targets, preds, samples = predict(job.step_model, job.val_loader, job.prep, job.rt, job.n_val)
+    log_diagnostics(client, run_id, targets, preds, list(job.classes), samples)
