@@ -101,9 +101,9 @@ def finish(parent: Parent) -> bool:
     client.set_terminated(parent.run_id, "FINISHED" if ok else "FAILED")
 
     print(f"\ntl sweep: {len(done)} of {len(runs)} runs finished (parent run {parent.run_id})")
-    for r in failed:
-        print(f"  {r.info.status}: {r.info.run_name}  [{r.data.tags.get('tl.overrides', '')}]\n"
-              f"    {r.data.tags.get('tl.error', '')}")
+    for r in failed:  # a KILLED run's tl.error says how to resume it
+        print(f"  {r.info.status}: {r.info.run_name} (run {r.info.run_id})  "
+              f"[{r.data.tags.get('tl.overrides', '')}]\n    {r.data.tags.get('tl.error', '')}")
     print("Open the runs in MLflow:\n" + tracking.ui_hint(parent.uri, parent.experiment_id,
                                                          [r.info.run_id for r in runs]))
     return ok

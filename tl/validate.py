@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tl.errors import ConfigError
+from tl.paths import resolve
 
 
 def _positive_int(value, key: str) -> None:
@@ -23,3 +24,21 @@ def check(cfg) -> None:
         raise ConfigError(f"optimizer.lr={lr!r} must be a number > 0")
     if cfg.model.get("name") in (None, "", "???"):
         raise ConfigError(f"model.name is not set: model={cfg.model.source} needs model.name=NAME")
+    _val_fraction(cfg.dataset)
+
+
+def _val_fraction(d) -> None:
+    """Checked here, not when the split happens: that comes after scanning every image."""
+    vf = d.get("val_fraction")
+    if vf is not None:
+        if isinstance(vf, bool) or not isinstance(vf, (int, float)) or not 0 < vf < 1:
+            raise ConfigError(f"dataset.val_fraction={vf!r} must be a number in (0, 1)")
+        return
+    if d.name != "imagefolder" or d.get("root") in (None, "", "???"):
+        return
+    root = resolve(d.root)
+    if root.is_dir() and not ((root / "train").is_dir() and (root / "val").is_dir()):
+        raise ConfigError(
+            f"dataset.val_fraction is null, but {str(root)!r} has no train/ and val/ folders to "
+            "split by: set dataset.val_fraction=0.2 (say), or arrange the images as "
+            "root/{train,val}/<class>/")
