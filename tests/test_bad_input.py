@@ -14,12 +14,6 @@ from tests.conftest import compose_cfg, make_image_folder
 DATA = DataConfig(32, 36, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bilinear")
 
 
-@pytest.fixture(scope="module")
-def shared_store(tmp_path_factory) -> str:
-    """One store for many runs that fail at once: creating a store takes seconds."""
-    return f"sqlite:///{tmp_path_factory.mktemp('mlruns') / 'mlflow.db'}"
-
-
 def splits(root, **extra):
     cfg = compose_cfg("dataset=imagefolder", f"dataset.root={root}",
                       *[f"dataset.{k}={v}" for k, v in extra.items()])
