@@ -10,6 +10,7 @@ import signal
 
 import torch
 from hydra.experimental.callback import Callback
+from omegaconf import OmegaConf
 
 
 def _install(batches: int):
@@ -43,7 +44,9 @@ class SigtermMidEpoch(Callback):
         self.job_num, self.batches, self._handle = job_num, batches, None
 
     def on_job_start(self, config, **kwargs) -> None:
-        if config.hydra.job.num == self.job_num:
+        # A single run (not -m) has no job number: it counts as job 0.
+        num = 0 if OmegaConf.is_missing(config.hydra.job, "num") else config.hydra.job.num
+        if num == self.job_num:
             self._handle = _install(self.batches)
 
     def on_job_end(self, config, job_return, **kwargs) -> None:
