@@ -84,11 +84,15 @@ def finish(parent: Parent) -> bool:
     Returns whether every child finished."""
     client = tracking.client_for(parent.uri)
     runs = children(client, parent)
-    for r in runs:  # every job has returned by now: a RUNNING child belongs to a dead process
-        if r.info.status == "RUNNING":
-            client.set_tag(r.info.run_id, "tl.error", "job ended without closing its run")
-            client.set_terminated(r.info.run_id, "FAILED")
-            r.info._status = "FAILED"
+    errors = {r.info.run_id: r.data.tags.get("tl.error", "") for r in runs}
+    for r in runs:  # every job has returned by now: a RUNNING child's process was killed
+        if r.info.status == "RUNNING":  # (SIGKILL, a second Ctrl-C, the OOM killer, a crash)
+            errors[r.info.run_id] = ("its process ended without closing the run; "
+                                     f"resume with: tl-train +resume={r.info.run_id}")
+            client.set_tag(r.info.run_id, "tl.error_type", "ProcessDied")
+            client.set_tag(r.info.run_id, "tl.error", errors[r.info.run_id])
+            client.set_terminated(r.info.run_id, "KILLED")
+            r.info._status = "KILLED"
     failed = [r for r in runs if r.info.status != "FINISHED"]
     done = [r for r in runs if r.info.status == "FINISHED"]
     if done:
@@ -103,7 +107,7 @@ def finish(parent: Parent) -> bool:
     print(f"\ntl sweep: {len(done)} of {len(runs)} runs finished (parent run {parent.run_id})")
     for r in failed:  # a KILLED run's tl.error says how to resume it
         print(f"  {r.info.status}: {r.info.run_name} (run {r.info.run_id})  "
-              f"[{r.data.tags.get('tl.overrides', '')}]\n    {r.data.tags.get('tl.error', '')}")
+              f"[{r.data.tags.get('tl.overrides', '')}]\n    {errors[r.info.run_id]}")
     print("Open the runs in MLflow:\n" + tracking.ui_hint(parent.uri, parent.experiment_id,
                                                          [r.info.run_id for r in runs]))
     return ok

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from tl.backbones import SOURCES
+from tl.data import DATASETS
 from tl.errors import ConfigError
+from tl.optim import OPTIMIZERS, SCHEDULERS
 from tl.paths import resolve
+from tl.strategies import BN_MODES, STRATEGIES
 
 
 def _positive_int(value, key: str) -> None:
@@ -24,7 +28,18 @@ def check(cfg) -> None:
         raise ConfigError(f"optimizer.lr={lr!r} must be a number > 0")
     if cfg.model.get("name") in (None, "", "???"):
         raise ConfigError(f"model.name is not set: model={cfg.model.source} needs model.name=NAME")
+    _names(cfg)
     _val_fraction(cfg.dataset)
+
+
+def _names(cfg) -> None:
+    for key, value, choices in (
+        ("model.source", cfg.model.source, SOURCES), ("strategy.name", cfg.strategy.name, STRATEGIES),
+        ("strategy.bn", cfg.strategy.bn, BN_MODES), ("dataset.name", cfg.dataset.name, DATASETS),
+        ("optimizer.name", cfg.optimizer.name, OPTIMIZERS), ("scheduler.name", cfg.scheduler.name, SCHEDULERS),
+    ):
+        if value not in choices:
+            raise ConfigError(f"{key}={value!r} is not one of {', '.join(choices)}")
 
 
 def _val_fraction(d) -> None:
