@@ -211,12 +211,18 @@ def test_duplicates_across_train_and_val_are_counted_as_leakage(tmp_path, caplog
 def test_data_findings_are_logged_with_the_run(fast_overrides, tiny_data, store):
     (tiny_data / "val" / "ants" / "leak.png").write_bytes((tiny_data / "train" / "ants" / "ants_0.png").read_bytes())
     os.symlink("nowhere.jpg", os.fsencode(tiny_data / "train" / "bees") + b"/broken_caf\xe9.jpg")
+    for j, split in enumerate((b"train", b"val")):  # a class folder named in Latin-1, not UTF-8
+        folder = os.fsencode(tiny_data) + b"/" + split + b"/gu\xeapes"
+        os.makedirs(folder)
+        for i in range(2):
+            Image.new("RGB", (8, 8), (0, 2 * i + j, 255)).save(os.fsdecode(folder + b"/%d.png" % i))
     train(compose_cfg(*fast_overrides, "trainer.epochs=1"))
     client = MlflowClient(store)
     run = client.search_runs([client.get_experiment_by_name("tl").experiment_id])[0]
     assert run.info.status == "FINISHED"
     m = run.data.metrics
     assert (m["skipped_files"], m["train_val_duplicates"], m["val_missing_classes"]) == (1, 1, 0)
+    assert run.data.params["data.classes"] == "ants,bees,gu\\xeapes"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"skipped_files.txt", "train_val_duplicates.txt"} <= artifacts
     text = open(client.download_artifacts(run.info.run_id, "skipped_files.txt"), encoding="utf-8").read()

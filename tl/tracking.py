@@ -89,8 +89,13 @@ def flatten(cfg: DictConfig) -> dict[str, str]:
 
 
 def text(value) -> str:
-    """A string the store accepts: file names that are not UTF-8 come out backslash-escaped."""
-    return str(value).encode("utf-8", "backslashreplace").decode("utf-8")
+    """A string the store accepts: bytes of file names that are not UTF-8 (which Python
+    carries as lone surrogates) come out backslash-escaped, e.g. `caf\\xe9`."""
+    s = str(value)
+    try:
+        return s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate no file name produces
+        return s.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def param_value(value) -> str:

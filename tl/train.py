@@ -48,7 +48,7 @@ def train(cfg: DictConfig) -> float:
     overrides, out_dir = _hydra_job()
     if cfg.get("resume"):
         client, run_id, cfg = resume.reopen(cfg, overrides)
-        return _run(cfg, client, run_id, None, None)
+        return _run(cfg, client, run_id, None, client.get_run(run_id).info.experiment_id)
     uri = tracking.resolve_uri(cfg.tracking)
     parent = sweep.parent_for_job()
     if parent is not None:
