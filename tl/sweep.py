@@ -3,7 +3,8 @@
 The parent is created in `on_multirun_start`, before any job touches the store, and its id is
 written to the sweep dir, where jobs in any launcher (in-process, joblib workers) find it.
 Hydra skips `on_multirun_end` when a job failed (hydra#2284), so `finish_all()` also runs from
-`tl.train.main`'s `finally`: the parent always ends, FAILED if any child did not finish.
+`tl.train.main`'s `finally`: the parent always ends, FAILED if any child did not finish. A
+child still RUNNING then lost its process (SIGKILL, a crash): it is marked KILLED, resumable.
 """
 
 from __future__ import annotations

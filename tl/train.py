@@ -16,8 +16,8 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from tl import (backbones, checkpointing, data, datacheck, parallel, resume, runtime, signals,
-                paths, strategies, sweep, tracking, validate)
+from tl import (backbones, checkpointing, data, datacheck, parallel, paths, resume, runtime,
+                signals, strategies, sweep, tracking, validate)
 from tl.engine import evaluate, train_one_epoch
 from tl.optim import build_optimizer, build_scheduler
 
