@@ -61,6 +61,13 @@ def store(tmp_path) -> str:
     return f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
 
 
+@pytest.fixture(scope="session")
+def shared_store(tmp_path_factory) -> str:
+    """One store for the many small runs that need not be alone in theirs: creating a store
+    takes seconds."""
+    return f"sqlite:///{tmp_path_factory.mktemp('mlruns') / 'mlflow.db'}"
+
+
 @pytest.fixture
 def fast_overrides(tiny_data, store):
     """A complete, seconds-long run on tiny data: extend with model/strategy overrides."""

@@ -88,7 +88,7 @@ def test_views_add_augmented_copies_of_each_training_image(fast_overrides, store
 
 def test_feature_batches_cover_every_image_once_per_epoch():
     feats, targets = torch.randn(2, 10, 4), torch.arange(10)
-    batches = list(features.FeatureBatches(feats, targets, 3, torch.Generator().manual_seed(0)))
+    batches = list(features.FeatureBatches(feats, targets, 3, seed=0))
     assert len(batches) == 4
     assert sorted(torch.cat([y for _, y in batches]).tolist()) == list(range(10))
 

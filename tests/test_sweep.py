@@ -58,3 +58,20 @@ def test_a_failed_job_fails_its_run_and_the_parent_but_not_the_others(tiny_data,
     assert "frozen_stages=99 but this model has 5 stages" in status["99"].data.tags["tl.error"]
     assert parents[0].info.status == "FAILED"
     assert "FAILED: resnet18-partial_freeze-imagefolder" in out.stdout
+
+
+def test_a_child_its_dead_process_left_running_ends_killed_and_resumable(shared_store, capsys):
+    from tl import sweep
+
+    client = MlflowClient(shared_store)
+    exp = client.create_experiment("dead-worker")
+    parent = client.create_run(exp, tags={"tl.role": "sweep"}).info.run_id
+    done = client.create_run(exp, tags={"mlflow.parentRunId": parent}).info.run_id
+    client.set_terminated(done, "FINISHED")
+    dead = client.create_run(exp, run_name="lost", tags={"mlflow.parentRunId": parent,
+                                                          "tl.overrides": "model=vgg16"}).info.run_id
+    assert not sweep.finish(sweep.Parent(shared_store, exp, parent))
+    assert client.get_run(dead).info.status == "KILLED"
+    assert client.get_run(parent).info.status == "FAILED"
+    assert f"tl-train +resume={dead}" in client.get_run(dead).data.tags["tl.error"]
+    assert f"KILLED: lost (run {dead})  [model=vgg16]" in capsys.readouterr().out

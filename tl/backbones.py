@@ -142,14 +142,34 @@ def create(cfg) -> Backbone:
     return Backbone(model=model, source=source, name=cfg.name, data=_scaled(data, cfg.input_size))
 
 
+def _stages(backbone: Backbone, head: list[str], preset_stages) -> list[list[str]]:
+    model = backbone.model
+    if preset_stages:
+        raw = [list(s) for s in preset_stages]
+    elif backbone.source == "torchvision":
+        raw = stage_rules.generic_stages(model)
+    else:
+        raw = stage_rules.timm_stages(model)
+    return stage_rules.finalize(raw, model, head)
+
+
 def attach_head(backbone: Backbone, num_classes: int, preset_stages=None) -> Backbone:
     """Swap in a `num_classes` head and work out the stages around it."""
     model = backbone.model
     if backbone.source == "torchvision":
         backbone.head = heads.replace_torchvision_head(model, num_classes)
-        raw = [list(s) for s in preset_stages] if preset_stages else stage_rules.generic_stages(model)
     else:
         backbone.head = heads.replace_timm_head(model, num_classes)
-        raw = [list(s) for s in preset_stages] if preset_stages else stage_rules.timm_stages(model)
-    backbone.stages = stage_rules.finalize(raw, model, backbone.head)
+    backbone.stages = _stages(backbone, backbone.head, preset_stages)
     return backbone
+
+
+def stage_count(backbone: Backbone, preset_stages=None) -> int:
+    """The number of stages `attach_head` will find. The head swap keeps module names, so it
+    is known before the data is scanned: a bad `frozen_stages` is refused before that work."""
+    model = backbone.model
+    if backbone.source == "torchvision":
+        head = heads.classifier_names(model, 1000)
+    else:
+        head = heads.timm_head_names(model)
+    return len(_stages(backbone, head, preset_stages))

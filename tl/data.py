@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -12,24 +13,16 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-import math
-
-from tl import decoded, imagefiles, sources
+from tl import decoded, imagefiles, parallel, seeding, sources
 from tl.backbones import DataConfig
 from tl.errors import ConfigError, DataError
+from tl.imagefiles import load_rgb
 from tl.paths import resolve
 from tl.transforms import train_transform, val_transform  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
 DATASETS = ("hymenoptera", "imagefolder", "cifar10", "digits")
-
-
-def load_rgb(path: Path) -> Image.Image:
-    with Image.open(path) as im:
-        if im.mode in ("P", "PA", "LA", "RGBA") or "transparency" in im.info:
-            im = im.convert("RGBA")  # palette/alpha images composite predictably this way
-        return im.convert("RGB")
 
 
 class ImageFiles(Dataset):
@@ -140,15 +133,7 @@ def _image_dataset(samples, transform, side: int, cache_bytes: int):
 def _folder_splits(cfg, root: Path, data: DataConfig, cache_mb: float, cache_scale: float) -> Splits:
     train_dir, val_dir = root / "train", root / "val"
     if train_dir.is_dir() and val_dir.is_dir():
-        classes = imagefiles.class_folders(train_dir)
-        val_classes = imagefiles.class_folders(val_dir)
-        if val_classes != classes:
-            only_train = sorted(set(classes) - set(val_classes))
-            only_val = sorted(set(val_classes) - set(classes))
-            raise DataError(
-                f"train/ and val/ under {str(root)!r} have different classes: only in train {only_train}, "
-                f"only in val {only_val}. Make both hold the same class folders."
-            )
+        classes = imagefiles.split_classes(train_dir, val_dir)
         tr, va = imagefiles.scan(train_dir, classes), imagefiles.scan(val_dir, classes)
         train, val, skipped = tr.samples, va.samples, tr.skipped + va.skipped
     else:
@@ -214,8 +199,13 @@ def in_memory(ds) -> bool:
 def loaders(splits: Splits, batch_size: int, eval_batch_size: int, num_workers: int,
             generator: torch.Generator, pin_memory: bool):
     common = dict(num_workers=num_workers, pin_memory=pin_memory, worker_init_fn=_seed_worker,
-                  persistent_workers=num_workers > 0)
-    train = DataLoader(splits.train, batch_size=batch_size, shuffle=True, generator=generator,
-                       drop_last=False, **common)
-    val = DataLoader(splits.val, batch_size=eval_batch_size, shuffle=False, **common)
+                  persistent_workers=num_workers > 0,
+                  multiprocessing_context=parallel.loader_context(num_workers))
+    # Order and augmentation of epoch e depend on (seed, e) only: call train.sampler.set_epoch(e).
+    train = DataLoader(seeding.SeededSamples(splits.train), batch_size=batch_size,
+                       sampler=seeding.EpochSampler(len(splits.train), generator.initial_seed()),
+                       generator=generator, drop_last=False, **common)
+    # Its own generator: drawing worker seeds from the global RNG would shift dropout's stream.
+    val = DataLoader(splits.val, batch_size=eval_batch_size, shuffle=False,
+                     generator=torch.Generator(), **common)
     return train, val

@@ -18,6 +18,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from tl.imagefiles import to_rgb
+
 log = logging.getLogger(__name__)
 
 
@@ -25,9 +27,7 @@ def decode(path: Path, shorter_side: int) -> torch.Tensor:
     """RGB uint8 CHW, downscaled (never upscaled) so the shorter side is `shorter_side`."""
     with Image.open(path) as im:
         im.draft("RGB", (shorter_side, shorter_side))  # JPEG: decode at 1/2, 1/4... when big
-        if im.mode in ("P", "PA", "LA", "RGBA") or "transparency" in im.info:
-            im = im.convert("RGBA")
-        im = im.convert("RGB")
+        im = to_rgb(im)
         w, h = im.size
         if min(w, h) > shorter_side:
             scale = shorter_side / min(w, h)

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
 
+from tl import seeding
+
 
 class TensorBatches:
     """Fixed-size uint8 images already transformed: shuffled or in order, batch by batch."""
@@ -74,7 +76,7 @@ class DeviceTrainBatches:
     """Random-resized-crop + flip batches from S x S uint8 images held on the device."""
 
     def __init__(self, images: list[torch.Tensor], targets: list[int], side: int, out_size: int,
-                 batch_size: int, device: torch.device, generator: torch.Generator,
+                 batch_size: int, device: torch.device, seed: int,
                  scale=(0.08, 1.0), hflip: bool = True):
         self.hw = torch.tensor([tuple(x.shape[-2:]) for x in images])
         self.data = torch.stack([
@@ -83,7 +85,12 @@ class DeviceTrainBatches:
             for x in images]).to(device)
         self.targets = torch.tensor(targets)
         self.side, self.out_size, self.batch_size = side, out_size, batch_size
-        self.generator, self.scale, self.hflip = generator, tuple(scale), hflip
+        self.seed, self.scale, self.hflip = seed, tuple(scale), hflip
+        self.set_epoch(1)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Epoch e's order, crops and flips depend on (seed, e) alone: resumable exactly."""
+        self.generator = torch.Generator().manual_seed(seeding.epoch_seed(self.seed, epoch))
 
     def __len__(self) -> int:
         return -(-self.targets.numel() // self.batch_size)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from tl.imagefiles import display
+
 ARTIFACT_DIR = "diagnostics"
 MAX_SAMPLES = 16
 MAX_ANNOTATED_CLASSES = 30  # beyond this, counts printed in the cells are unreadable
@@ -45,6 +47,7 @@ def log_diagnostics(client, run_id: str, targets: list[int], preds: list[int], c
                     samples: list[tuple[torch.Tensor, int, int]]) -> None:
     """Log the diagnostics of one run's predictions; each sample is (uint8 CHW image, true
     label, predicted label)."""
+    classes = [display(c) for c in classes]  # a class folder's name need not be valid UTF-8
     matrix = confusion(targets, preds, len(classes))
     scores = per_class(matrix, classes)
     with tempfile.TemporaryDirectory(prefix="tl-diagnostics-") as tmp:
@@ -155,7 +158,8 @@ def predict(model, loader, prep, rt, n_items: int, n_samples: int = MAX_SAMPLES)
 def log_best(client, run_id: str, model, checkpoint: Path, job) -> None:
     """Diagnostics of the best checkpoint (the model whose val accuracy the run reports as
     `best_val_acc`), not of the final epoch's weights."""
-    state = torch.load(checkpoint, map_location=job.rt.device, weights_only=True)
-    model.load_state_dict(state["model"])  # job.step_model is `model` or its head: both updated
+    if checkpoint.is_file():  # absent with tracking.log_checkpoint=false: the final weights, then
+        state = torch.load(checkpoint, map_location=job.rt.device, weights_only=True)
+        model.load_state_dict(state["model"])  # job.step_model is `model` or its head: both updated
     targets, preds, samples = predict(job.step_model, job.val_loader, job.prep, job.rt, job.n_val)
     log_diagnostics(client, run_id, targets, preds, list(job.classes), samples)

@@ -23,13 +23,13 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from tl import sources
+from tl import seeding, sources
 from tl.backbones import Backbone
 from tl.paths import resolve
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1  # bump when what is cached, or how, changes
+FORMAT = 2  # bump when what is cached, or how, changes
 
 
 @dataclass
@@ -39,7 +39,8 @@ class Features:
     train_targets: torch.Tensor  # [N]
     val: torch.Tensor            # [M, D]
     val_targets: torch.Tensor    # [M]
-    skipped: list[tuple[str, str]]
+    report_metrics: dict[str, int]  # the data check's findings, logged on a cache hit too
+    report_files: dict[str, str]
 
 
 def applicable(cfg) -> bool:
@@ -118,7 +119,7 @@ def _pass(model, head, loader, prep, rt) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat(captured), torch.cat(targets)
 
 
-def extract(backbone: Backbone, splits, views: int, rt, prep, seed: int, batch_size: int,
+def extract(backbone: Backbone, splits, report, views: int, rt, prep, seed: int, batch_size: int,
             train_view_transform, val_view_transform) -> Features:
     """Run the frozen backbone once over val and over `views` views of train."""
     model, head = backbone.model, backbone.model.get_submodule(backbone.head[-1])
@@ -139,16 +140,23 @@ def extract(backbone: Backbone, splits, views: int, rt, prep, seed: int, batch_s
     finally:
         splits.train.transform = aug
     return Features(splits.classes, torch.stack(train_views), train_y, val, val_y,
-                    [(str(p), why) for p, why in splits.skipped])
+                    dict(report.metrics), dict(report.files))
 
 
 class FeatureBatches:
-    """Batches of cached features: a fresh shuffle and one random view per image each epoch."""
+    """Batches of cached features: with a seed, a fresh shuffle and one random view per image
+    each epoch, drawn from (seed, epoch) alone; without, in order."""
 
-    def __init__(self, feats: torch.Tensor, targets: torch.Tensor, batch_size: int,
-                 generator: torch.Generator | None = None):
+    def __init__(self, feats: torch.Tensor, targets: torch.Tensor, batch_size: int, seed: int | None = None):
         self.feats = feats if feats.dim() == 3 else feats.unsqueeze(0)
-        self.targets, self.batch_size, self.generator = targets, batch_size, generator
+        self.targets, self.batch_size, self.seed = targets, batch_size, seed
+        self.generator = None
+        if seed is not None:
+            self.set_epoch(1)
+
+    def set_epoch(self, epoch: int) -> None:
+        if self.seed is not None:
+            self.generator = torch.Generator().manual_seed(seeding.epoch_seed(self.seed, epoch))
 
     def __len__(self) -> int:
         return -(-self.targets.numel() // self.batch_size)

@@ -11,17 +11,17 @@ def on_terminal() -> bool:
     return sys.stderr.isatty()
 
 
-def epochs(n: int) -> Iterator[int]:
-    """1..n, with a bar on a terminal."""
+def epochs(n: int, start: int = 1) -> Iterator[int]:
+    """start..n (a resumed run starts late), with a bar on a terminal."""
     if not on_terminal():
-        yield from range(1, n + 1)
+        yield from range(start, n + 1)
         return
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     # Console log lines (the per-epoch summary) go through tqdm.write, so they print above the
     # bars instead of tearing them; file handlers are left alone.
-    with logging_redirect_tqdm(), tqdm(range(1, n + 1), desc="epochs", unit="epoch",
+    with logging_redirect_tqdm(), tqdm(range(start, n + 1), desc="epochs", unit="epoch",
                                        dynamic_ncols=True) as bar:
         yield from bar
 

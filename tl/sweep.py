@@ -3,7 +3,8 @@
 The parent is created in `on_multirun_start`, before any job touches the store, and its id is
 written to the sweep dir, where jobs in any launcher (in-process, joblib workers) find it.
 Hydra skips `on_multirun_end` when a job failed (hydra#2284), so `finish_all()` also runs from
-`tl.train.main`'s `finally`: the parent always ends, FAILED if any child did not finish.
+`tl.train.main`'s `finally`: the parent always ends, FAILED if any child did not finish. A
+child still RUNNING then lost its process (SIGKILL, a crash): it is marked KILLED, resumable.
 """
 
 from __future__ import annotations
@@ -84,11 +85,15 @@ def finish(parent: Parent) -> bool:
     Returns whether every child finished."""
     client = tracking.client_for(parent.uri)
     runs = children(client, parent)
-    for r in runs:  # every job has returned by now: a RUNNING child belongs to a dead process
-        if r.info.status == "RUNNING":
-            client.set_tag(r.info.run_id, "tl.error", "job ended without closing its run")
-            client.set_terminated(r.info.run_id, "FAILED")
-            r.info._status = "FAILED"
+    errors = {r.info.run_id: r.data.tags.get("tl.error", "") for r in runs}
+    for r in runs:  # every job has returned by now: a RUNNING child's process was killed
+        if r.info.status == "RUNNING":  # (SIGKILL, a second Ctrl-C, the OOM killer, a crash)
+            errors[r.info.run_id] = ("its process ended without closing the run; "
+                                     f"resume with: tl-train +resume={r.info.run_id}")
+            client.set_tag(r.info.run_id, "tl.error_type", "ProcessDied")
+            client.set_tag(r.info.run_id, "tl.error", errors[r.info.run_id])
+            client.set_terminated(r.info.run_id, "KILLED")
+            r.info._status = "KILLED"
     failed = [r for r in runs if r.info.status != "FINISHED"]
     done = [r for r in runs if r.info.status == "FINISHED"]
     if done:
@@ -101,9 +106,9 @@ def finish(parent: Parent) -> bool:
     client.set_terminated(parent.run_id, "FINISHED" if ok else "FAILED")
 
     print(f"\ntl sweep: {len(done)} of {len(runs)} runs finished (parent run {parent.run_id})")
-    for r in failed:
-        print(f"  {r.info.status}: {r.info.run_name}  [{r.data.tags.get('tl.overrides', '')}]\n"
-              f"    {r.data.tags.get('tl.error', '')}")
+    for r in failed:  # a KILLED run's tl.error says how to resume it
+        print(f"  {r.info.status}: {r.info.run_name} (run {r.info.run_id})  "
+              f"[{r.data.tags.get('tl.overrides', '')}]\n    {errors[r.info.run_id]}")
     print("Open the runs in MLflow:\n" + tracking.ui_hint(parent.uri, parent.experiment_id,
                                                          [r.info.run_id for r in runs]))
     return ok

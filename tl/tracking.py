@@ -88,10 +88,24 @@ def flatten(cfg: DictConfig) -> dict[str, str]:
     return out
 
 
+def text(value) -> str:
+    """A string the store accepts: bytes of file names that are not UTF-8 (which Python
+    carries as lone surrogates) come out backslash-escaped, e.g. `caf\\xe9`."""
+    s = str(value)
+    try:
+        return s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate no file name produces
+        return s.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def param_value(value) -> str:
+    return text(value)[:MAX_PARAM_LENGTH]
+
+
 def log_params(client, run_id: str, params: dict) -> None:
     from mlflow.entities import Param
 
-    items = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in params.items()]
+    items = [Param(text(k), param_value(v)) for k, v in params.items()]
     for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
         client.log_batch(run_id, params=items[i:i + MAX_PARAMS_PER_BATCH])
 

@@ -9,6 +9,7 @@ import logging
 import math
 import shlex
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, replace
@@ -18,8 +19,9 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from tl import (backbones, data, decoded, device_batches, diagnostics, features, progress, runtime,
-                strategies, sweep, tracking, validate)
+from tl import (backbones, checkpointing, data, datacheck, decoded, device_batches, diagnostics,
+                features, parallel, paths, progress, resume, runtime, signals, strategies, sweep,
+                tracking, validate)
 from tl.engine import Preprocess, evaluate, train_one_epoch
 from tl.errors import ConfigError
 from tl.optim import build_optimizer, build_scheduler
@@ -47,7 +49,12 @@ def reproduce_command(overrides: list[str]) -> str:
 def train(cfg: DictConfig, extra_tags: dict[str, str] | None = None) -> float:
     """Train one model as `cfg` says, logging everything to MLflow. Returns best val accuracy.
 
-    `extra_tags` are set on the run on top of (and over) its own, e.g. by `tl reproduce`."""
+    With `resume=RUN_ID` it continues that run instead (see `tl.resume`). `extra_tags` are set
+    on the run on top of (and over) its own, e.g. by `tl reproduce`."""
+    overrides, out_dir = _hydra_job()
+    if cfg.get("resume"):
+        client, run_id, cfg = resume.reopen(cfg, overrides)
+        return _run(cfg, client, run_id, None, client.get_run(run_id).info.experiment_id)
     uri = tracking.resolve_uri(cfg.tracking)
     parent = sweep.parent_for_job()
     if parent is not None:
@@ -55,24 +62,37 @@ def train(cfg: DictConfig, extra_tags: dict[str, str] | None = None) -> float:
     else:
         client = tracking.prepare_store(uri)
         exp_id = tracking.experiment_id(client, cfg.tracking.experiment, uri)
-    overrides, out_dir = _hydra_job()
     tags = {
         "tl.model": str(cfg.model.name), "tl.strategy": str(cfg.strategy.name),
         "tl.dataset": str(cfg.dataset.name), "tl.overrides": " ".join(overrides),
         "tl.command": reproduce_command(overrides), "tl.git_commit": tracking.git_commit(),
+        "tl.cwd": str(paths.launch_dir()), **resume.process_tags(),
         **{f"tl.version.{k}": v for k, v in tracking.package_versions().items()},
         **(extra_tags or {}),
     }
     if parent is not None:
         tags["mlflow.parentRunId"] = parent.run_id
+    tags = {k: tracking.text(v) for k, v in tags.items()}
     run_id = client.create_run(exp_id, run_name=run_name(cfg), tags=tags).info.run_id
+    return _run(cfg, client, run_id, out_dir, exp_id if parent is None else None)
+
+
+def _run(cfg: DictConfig, client, run_id: str, out_dir: Path | None, exp_id: str | None) -> float:
+    """Fit, and end the run FINISHED, FAILED or (on a signal) KILLED."""
     try:
-        # The config first, so even a run that fails at once says what it was.
-        tracking.log_params(client, run_id, tracking.flatten(cfg))
-        best = fit(cfg, client, run_id, out_dir)
-    except KeyboardInterrupt:
-        client.set_tag(run_id, "tl.error", "KeyboardInterrupt")
+        if not cfg.get("resume"):
+            # The config first, so even a run that fails at once says what it was.
+            tracking.log_params(client, run_id, tracking.flatten(cfg))
+        with signals.stop_on_signals():
+            best = fit(cfg, client, run_id, out_dir)
+    except KeyboardInterrupt as e:
+        how = f"stopped by {signals.signal_name(e)}; resume with: tl-train +resume={run_id}"
+        client.set_tag(run_id, "tl.error_type", signals.signal_name(e))
+        client.set_tag(run_id, "tl.error", how)
         client.set_terminated(run_id, "KILLED")
+        log.warning("run %s %s", run_id, how)
+        if parallel.in_loky_worker():  # a failed job, not the end of the sweep's other jobs
+            raise signals.JobKilled(f"run {run_id} {how}") from None
         raise
     except BaseException as e:
         client.set_tag(run_id, "tl.error_type", type(e).__name__)
@@ -80,17 +100,20 @@ def train(cfg: DictConfig, extra_tags: dict[str, str] | None = None) -> float:
         client.set_terminated(run_id, "FAILED")
         raise
     client.set_terminated(run_id, "FINISHED")
-    if parent is None:
-        print("Open the run in MLflow:\n" + tracking.ui_hint(uri, exp_id, [run_id]))
+    if exp_id is not None:
+        print("Open the run in MLflow:\n" + tracking.ui_hint(tracking.resolve_uri(cfg.tracking),
+                                                            exp_id, [run_id]))
     return best
 
 
 def fit(cfg: DictConfig, client, run_id: str, out_dir: Path | None) -> float:
     validate.check(cfg)
+    parallel.limit_threads()
     rt = runtime.resolve_runtime(cfg.trainer)
     generator = runtime.seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)
     t0 = time.perf_counter()
     backbone = backbones.create(cfg.model)
+    strategies.frozen_stage_count(cfg.strategy, backbones.stage_count(backbone, cfg.model.get("stages")))
     model = backbone.model.to(rt.device)
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -106,31 +129,36 @@ def fit(cfg: DictConfig, client, run_id: str, out_dir: Path | None) -> float:
 
     optimizer = build_optimizer(model, cfg.optimizer)
     scheduler = build_scheduler(optimizer, cfg.scheduler, cfg.trainer.epochs)
-    tracking.log_params(client, run_id, {
+    facts = {
         **job.rt.as_params(), **job.plan.as_params(),
-        "runtime.feature_cache": job.feature_cache,
         "data.classes": ",".join(job.classes), "data.num_classes": len(job.classes),
         "data.train_images": job.n_train, "data.val_images": job.n_val,
         "data.input_size": backbone.data.input_size, "data.resize_size": backbone.data.resize_size,
         "data.mean": backbone.data.mean, "data.std": backbone.data.std,
-        "data.image_cache_mb": round(job.cached_bytes / 2**20, 1),
         "model.num_stages": len(backbone.stages), "model.head": ",".join(backbone.head),
-    })
-    client.set_tag(run_id, "tl.precision", f"{rt.precision} ({rt.precision_reason})")
-    tracking.log_metrics(client, run_id, {"skipped_files": len(job.skipped),
-                                          "setup_seconds": setup_seconds}, step=0)
+    }
+    if cfg.get("resume"):  # logged when the run began; they must still hold
+        resume.check_unchanged(client, run_id, facts)
+    else:
+        tracking.log_params(client, run_id, {
+            **facts, "runtime.feature_cache": job.feature_cache,
+            "data.image_cache_mb": round(job.cached_bytes / 2**20, 1)})
+        client.set_tag(run_id, "tl.precision", f"{rt.precision} ({rt.precision_reason})")
+        tracking.log_metrics(client, run_id, {**job.report.metrics, "setup_seconds": setup_seconds}, step=0)
 
     work = Path(tempfile.mkdtemp(prefix="tl-run-"))
     try:
-        (work / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        client.log_artifact(run_id, str(work / "config.yaml"))
-        if out_dir is not None and (out_dir / ".hydra").is_dir():
-            client.log_artifacts(run_id, str(out_dir / ".hydra"), "hydra")
-        if job.skipped:
-            (work / "skipped_files.txt").write_text("".join(f"{p}\t{why}\n" for p, why in job.skipped))
-            client.log_artifact(run_id, str(work / "skipped_files.txt"))
-        best = _epochs(cfg, client, run_id, model, job, optimizer, scheduler, work)
-        diagnostics.log_best(client, run_id, model, work / "best.pt", job)
+        if not cfg.get("resume"):
+            (work / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+            client.log_artifact(run_id, str(work / "config.yaml"))
+            if out_dir is not None and (out_dir / ".hydra").is_dir():
+                client.log_artifacts(run_id, str(out_dir / ".hydra"), "hydra")
+            for name, content in job.report.files.items():
+                (work / name).write_text(content, encoding="utf-8")
+                client.log_artifact(run_id, str(work / name))
+        ckpts = checkpointing.RunCheckpoints(client, run_id, staging=work)
+        best = _epochs(cfg, client, run_id, model, job, optimizer, scheduler, generator, ckpts)
+        diagnostics.log_best(client, run_id, model, ckpts.dir / checkpointing.BEST, job)
         return best
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -147,7 +175,7 @@ class Job:
     rt: runtime.Runtime
     plan: strategies.Plan
     classes: list[str]
-    skipped: list
+    report: datacheck.Report
     n_train: int
     n_val: int
     cached_bytes: int = 0
@@ -172,11 +200,11 @@ def _image_job(cfg, backbone, rt, prep, generator) -> Job:
         d = backbone.data
         train_loader = device_batches.DeviceTrainBatches(
             splits.train.images, splits.train.targets, math.ceil(d.input_size * t.image_cache_scale),
-            d.input_size, t.batch_size, rt.device, generator,
+            d.input_size, t.batch_size, rt.device, int(t.seed),
             scale=cfg.dataset.get("crop_scale") or (0.08, 1.0), hflip=bool(cfg.dataset.get("hflip", True)))
     cached = sum(getattr(ds, "cached_bytes", 0) for ds in (splits.train, splits.val))
     return Job(backbone.model, train_loader, val_loader, prep, rt, plan, splits.classes,
-               splits.skipped, len(splits.train), len(splits.val), cached)
+               datacheck.check(splits), len(splits.train), len(splits.val), cached)
 
 
 def _augment_on_device(t, rt, splits) -> bool:
@@ -200,7 +228,7 @@ def _feature_job(cfg, backbone, rt, prep, generator) -> Job:
         splits = data.build_splits(cfg.dataset, backbone.data, t.image_cache_mb, t.image_cache_scale)
         backbones.attach_head(backbone, len(splits.classes), cfg.model.get("stages"))
         backbone.model.to(rt.device)
-        feats = features.extract(backbone, splits, int(fc.views), rt, prep, int(t.seed),
+        feats = features.extract(backbone, splits, datacheck.check(splits), int(fc.views), rt, prep, int(t.seed),
                                  t.get("eval_batch_size") or t.batch_size,
                                  train_view_transform=splits.train.transform,
                                  val_view_transform=data.val_transform(backbone.data))
@@ -211,21 +239,25 @@ def _feature_job(cfg, backbone, rt, prep, generator) -> Job:
     log.info("feature cache %s: %s", state, path)
     plan = strategies.apply(backbone, cfg.strategy)
     head = backbone.model.get_submodule(backbone.head[-1])
-    train_loader = features.FeatureBatches(feats.train, feats.train_targets, t.batch_size, generator)
+    train_loader = features.FeatureBatches(feats.train, feats.train_targets, t.batch_size, int(t.seed))
     val_loader = features.FeatureBatches(feats.val, feats.val_targets, t.get("eval_batch_size") or t.batch_size)
     rt = replace(rt, num_workers=0, channels_last=False)
     return Job(head, train_loader, val_loader, Preprocess(rt), rt, plan, feats.classes,
-               feats.skipped, feats.train_targets.numel(), feats.val_targets.numel(),
+               datacheck.Report(dict(feats.report_metrics), dict(feats.report_files)),
+               feats.train_targets.numel(), feats.val_targets.numel(),
                feats.train.numel() * feats.train.element_size(), state)
 
 
-def _epochs(cfg, client, run_id, model, job: Job, optimizer, scheduler, work: Path) -> float:
+def _epochs(cfg, client, run_id, model, job: Job, optimizer, scheduler, generator,
+            ckpts: checkpointing.RunCheckpoints) -> float:
     t = cfg.trainer
     criterion = torch.nn.CrossEntropyLoss()
     scaler = torch.amp.GradScaler("cuda") if job.rt.precision == "fp16" else None
-    best, best_epoch, total = -1.0, 0, 0.0
-    ckpt = work / "best.pt"
-    for epoch in progress.epochs(t.epochs):
+    done = (ckpts.restore(model, optimizer, scheduler, scaler, generator) if cfg.get("resume")
+            else checkpointing.Progress())
+    best, best_epoch, total = done.best, done.best_epoch, done.seconds
+    for epoch in progress.epochs(t.epochs, start=done.epoch + 1):
+        _set_epoch(job.train_loader, epoch)
         lr = optimizer.param_groups[0]["lr"]
         tr = train_one_epoch(job.step_model, progress.batches(job.train_loader, "train"), optimizer,
                              criterion, job.rt, job.plan, job.prep, scaler)
@@ -233,37 +265,61 @@ def _epochs(cfg, client, run_id, model, job: Job, optimizer, scheduler, work: Pa
         scheduler.step(epoch)
         seconds = tr.seconds + va.seconds
         total += seconds
-        if va.acc > best:
-            best, best_epoch = va.acc, epoch
-            torch.save({"model": model.state_dict(), "epoch": epoch, "val_acc": va.acc,
-                        "classes": job.classes}, ckpt)
-        tracking.log_metrics(client, run_id, {
-            "train_loss": tr.loss, "train_acc": tr.acc, "val_loss": va.loss, "val_acc": va.acc,
-            "lr": lr, "epoch_seconds": seconds,
-            "images_per_second": (tr.images + va.images) / max(seconds, 1e-9),
-            "train_images_per_second": tr.images / max(tr.seconds, 1e-9),
-        }, step=epoch)
+        # A first signal waits for this block: the epoch's metrics and checkpoint land together.
+        with signals.deferred():
+            if va.acc > best:
+                best, best_epoch = va.acc, epoch
+                if cfg.tracking.get("log_checkpoint", True):
+                    ckpts.save_best(model, epoch, va.acc, job.classes)
+            tracking.log_metrics(client, run_id, {
+                "train_loss": tr.loss, "train_acc": tr.acc, "val_loss": va.loss, "val_acc": va.acc,
+                "lr": lr, "epoch_seconds": seconds,
+                "images_per_second": (tr.images + va.images) / max(seconds, 1e-9),
+                "train_images_per_second": tr.images / max(tr.seconds, 1e-9),
+            }, step=epoch)
+            ckpts.save_last(checkpointing.Progress(epoch, best, best_epoch, total), model, optimizer,
+                            scheduler, scaler, generator, job.classes)
         log.info("epoch %d/%d  train loss %.4f acc %.4f  val loss %.4f acc %.4f  lr %.2e  %.1fs",
                  epoch, t.epochs, tr.loss, tr.acc, va.loss, va.acc, lr, seconds)
     tracking.log_metrics(client, run_id, {"best_val_acc": best, "best_epoch": best_epoch,
                                           "train_seconds": total}, step=t.epochs)
-    if cfg.tracking.get("log_checkpoint", True) and ckpt.exists():
-        client.log_artifact(run_id, str(ckpt), "checkpoints")
+    ckpts.finish()
     log.info("%s: best val acc %.4f at epoch %d", run_name(cfg), best, best_epoch)
     return best
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def _set_epoch(loader, epoch: int) -> None:
+    """Epoch e's order and augmentation depend on (seed, e) alone, so a resumed run repeats an
+    uninterrupted one exactly, whichever kind of batches it trains on."""
+    target = getattr(loader, "sampler", loader)
+    if hasattr(target, "set_epoch"):
+        target.set_epoch(epoch)
+
+
+# An absolute path: the `tl-train` script's caller is no file next to conf/.
+@hydra.main(version_base="1.3", config_path=str(paths.project_root() / "conf"), config_name="train")
 def _hydra_main(cfg: DictConfig) -> float:
     return train(cfg)
 
 
 def main() -> None:
+    """Exit status: 0 when every run finished; 1 when a run (or a sweep's job) failed or was
+    killed in a parallel sweep; 128 + the signal's number when a signal stopped this process."""
+    code = 0
     try:
         _hydra_main()
+    except KeyboardInterrupt as e:  # the run is KILLED in the store, and said how to resume
+        code = signals.exit_code(e)
     finally:
-        sweep.finish_all()
+        if not sweep.finish_all() and code == 0:
+            code = 1
+    if code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":
-    main()
+    # Run the imported module, not this __main__ copy: joblib's workers unpickle the task
+    # function by module name, and functions of __main__ are pickled by value (and fail).
+    from tl.train import main as _main
+
+    _main()

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from tl.backbones import SOURCES
+from tl.data import DATASETS
 from tl.errors import ConfigError
+from tl.optim import OPTIMIZERS, SCHEDULERS
+from tl.paths import resolve
+from tl.strategies import BN_MODES, STRATEGIES
 
 
 def _positive_int(value, key: str) -> None:
@@ -23,3 +28,32 @@ def check(cfg) -> None:
         raise ConfigError(f"optimizer.lr={lr!r} must be a number > 0")
     if cfg.model.get("name") in (None, "", "???"):
         raise ConfigError(f"model.name is not set: model={cfg.model.source} needs model.name=NAME")
+    _names(cfg)
+    _val_fraction(cfg.dataset)
+
+
+def _names(cfg) -> None:
+    for key, value, choices in (
+        ("model.source", cfg.model.source, SOURCES), ("strategy.name", cfg.strategy.name, STRATEGIES),
+        ("strategy.bn", cfg.strategy.bn, BN_MODES), ("dataset.name", cfg.dataset.name, DATASETS),
+        ("optimizer.name", cfg.optimizer.name, OPTIMIZERS), ("scheduler.name", cfg.scheduler.name, SCHEDULERS),
+    ):
+        if value not in choices:
+            raise ConfigError(f"{key}={value!r} is not one of {', '.join(choices)}")
+
+
+def _val_fraction(d) -> None:
+    """Checked here, not when the split happens: that comes after scanning every image."""
+    vf = d.get("val_fraction")
+    if vf is not None:
+        if isinstance(vf, bool) or not isinstance(vf, (int, float)) or not 0 < vf < 1:
+            raise ConfigError(f"dataset.val_fraction={vf!r} must be a number in (0, 1)")
+        return
+    if d.name != "imagefolder" or d.get("root") in (None, "", "???"):
+        return
+    root = resolve(d.root)
+    if root.is_dir() and not ((root / "train").is_dir() and (root / "val").is_dir()):
+        raise ConfigError(
+            f"dataset.val_fraction is null, but {str(root)!r} has no train/ and val/ folders to "
+            "split by: set dataset.val_fraction=0.2 (say), or arrange the images as "
+            "root/{train,val}/<class>/")

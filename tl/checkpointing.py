@@ -1,0 +1,139 @@
+"""A run's checkpoints: `last.pt` after every epoch (where `+resume=RUN_ID` continues from)
+and `best.pt` (the best model so far).
+
+Both are artifacts of the run, under `checkpoints/`, so the run id alone finds them. With a
+local artifact store (the default) they are written there in place; with a remote one they
+are written to a local folder and uploaded after each write. Every write is atomic: a temp
+file in the same folder, then `os.replace`, so a kill mid-write leaves the previous file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from tl import seeding
+from tl.checkpoints import load_into
+from tl.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+FOLDER, LAST, BEST = "checkpoints", "last.pt", "best.pt"
+FORMAT = 1
+
+
+@dataclass
+class Progress:
+    """Where training stands after `epoch` complete epochs."""
+
+    epoch: int = 0
+    best: float = -1.0
+    best_epoch: int = 0
+    seconds: float = 0.0
+
+
+def local_dir(artifact_uri: str) -> Path | None:
+    """The folder behind a run's artifact URI, or None when artifacts live elsewhere."""
+    parsed = urllib.parse.urlparse(artifact_uri)
+    if parsed.scheme == "file":
+        from mlflow.utils.file_utils import local_file_uri_to_path
+
+        return Path(local_file_uri_to_path(artifact_uri))
+    if parsed.scheme == "":  # a plain path
+        return Path(artifact_uri)
+    return None
+
+
+def atomic_save(obj, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read(path: Path) -> dict:
+    try:
+        # weights_only: a checkpoint is data, never code to execute.
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ConfigError(f"checkpoint {str(path)!r} cannot be loaded: {e}") from None
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise ConfigError(f"checkpoint {str(path)!r} is not a tl resume checkpoint (format {FORMAT})")
+    return obj
+
+
+class RunCheckpoints:
+    def __init__(self, client, run_id: str, staging: Path):
+        self.client, self.run_id = client, run_id
+        local = local_dir(client.get_run(run_id).info.artifact_uri)
+        self.upload = local is None
+        self.dir = (local if local is not None else staging) / FOLDER
+
+    def _write(self, name: str, obj) -> None:
+        atomic_save(obj, self.dir / name)
+        if self.upload:
+            self.client.log_artifact(self.run_id, str(self.dir / name), FOLDER)
+
+    def save_best(self, model, epoch: int, val_acc: float, classes: list[str]) -> None:
+        self._write(BEST, {"model": model.state_dict(), "epoch": epoch, "val_acc": val_acc,
+                           "classes": list(classes)})
+
+    def save_last(self, progress: Progress, model, optimizer, scheduler, scaler, loader_generator,
+                  classes: list[str]) -> None:
+        self._write(LAST, {
+            "format": FORMAT, "epoch": progress.epoch, "best_val_acc": progress.best,
+            "best_epoch": progress.best_epoch, "train_seconds": progress.seconds,
+            "classes": list(classes), "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "rng": seeding.rng_states(loader_generator),
+        })
+
+    def _fetch(self) -> None:
+        if not self.upload:
+            return
+        try:
+            self.client.download_artifacts(self.run_id, FOLDER, str(self.dir.parent))
+        except Exception as e:  # none uploaded yet: the run stopped in its first epoch
+            log.info("no checkpoints to download for run %s (%s)", self.run_id, e)
+
+    def restore(self, model, optimizer, scheduler, scaler, loader_generator) -> Progress:
+        """Load `last.pt` into freshly built objects; their config (requires_grad, frozen
+        modules, learning rates) comes from the run's config, their state from the file. No
+        file: the run stopped before its first epoch ended, and starts again at epoch 1."""
+        self._fetch()
+        path = self.dir / LAST
+        if not path.is_file():
+            log.info("run %s has no %s/%s: starting again at epoch 1", self.run_id, FOLDER, LAST)
+            return Progress()
+        ckpt = read(path)
+        load_into(model, ckpt["model"], f"checkpoint {str(path)!r}")
+        try:
+            optimizer.load_state_dict(ckpt["optimizer"])
+        except (ValueError, KeyError) as e:
+            raise ConfigError(f"checkpoint {str(path)!r}: its optimizer state does not fit the "
+                              f"optimizer this config builds ({e})") from None
+        scheduler.load_state_dict(ckpt["scheduler"])
+        if scaler is not None and ckpt["scaler"] is not None:
+            scaler.load_state_dict(ckpt["scaler"])
+        seeding.set_rng_states(ckpt["rng"], loader_generator)
+        log.info("resuming run %s after epoch %d", self.run_id, ckpt["epoch"])
+        return Progress(ckpt["epoch"], ckpt["best_val_acc"], ckpt["best_epoch"], ckpt["train_seconds"])
+
+    def finish(self) -> None:
+        """A finished run needs no resume point; `best.pt` stays."""
+        if not self.upload:
+            (self.dir / LAST).unlink(missing_ok=True)
