@@ -231,3 +231,25 @@ def test_augmentation_depends_on_the_sample_seed_only_not_on_workers_or_global_r
     assert torch.equal(torch.get_rng_state(), state), "the global RNG (dropout's) is untouched"
     torch.manual_seed(99)
     assert all(torch.equal(a, b) for a, b in zip(in_process, batches(2)))
+
+
+@pytest.mark.parametrize("recipe", [
+    ["model=resnet18", "model.pretrained=false", "strategy=freeze"],  # trains on cached features
+    ["model=resnet18", "model.pretrained=false", "strategy=finetune", "trainer.device_augment=true"],
+], ids=["cached-features", "device-batches"])
+def test_resume_is_exact_on_every_kind_of_batches(tmp_path, recipe):
+    from tests.conftest import make_image_folder
+
+    store = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    overrides = ["dataset=imagefolder", f"dataset.root={make_image_folder(tmp_path / 'data')}",
+                 "model.input_size=32", "trainer.batch_size=4", "trainer.num_workers=0",
+                 "trainer.epochs=3", "scheduler=step", "scheduler.decay_epochs=1",
+                 f"tracking.uri={store}", *recipe]
+    train(compose_cfg(*overrides))
+    with sigterm_after(BATCHES_PER_EPOCH + 2), pytest.raises(signals.Interrupted):
+        train(compose_cfg(*overrides))
+    client, (reference, run) = runs(store)
+    train(compose_cfg(f"+resume={run.info.run_id}", f"tracking.uri={store}"))
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"
+    for key in CURVES:
+        assert history(client, run.info.run_id, key) == history(client, reference.info.run_id, key), key
