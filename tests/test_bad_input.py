@@ -110,7 +110,7 @@ def test_cifar10_offline_says_where_to_put_the_data(tmp_path, monkeypatch):
     ("trainer.device=tpu", "trainer.device='tpu'"),
     ("dataset.val_fraction=1.5", "val_fraction=1.5 must be a number in (0, 1)"),
     ("dataset.val_fraction=0", "val_fraction=0 must be a number in (0, 1)"),
-    ("strategy=partial_freeze strategy.frozen_stages=9", "frozen_stages=9 but this model has 5 stages"),
+    ("model=resnet18 strategy=partial_freeze strategy.frozen_stages=9", "frozen_stages=9 but this model has 5 stages"),
     ("optimizer.name=adam", "optimizer.name='adam' is not one of sgd, nesterov, adamw"),
 ])
 def test_bad_config_values_are_refused_before_the_data_is_read(shared_store, tmp_path, overrides, message):

@@ -48,7 +48,7 @@ def test_a_sweep_logs_one_parent_with_a_child_per_job(tiny_data, store, tmp_path
 
 
 def test_a_failed_job_fails_its_run_and_the_parent_but_not_the_others(tiny_data, store, tmp_path):
-    out = run_tl("-m", "strategy=partial_freeze", "strategy.frozen_stages=1,99",
+    out = run_tl("-m", "model=resnet18", "strategy=partial_freeze", "strategy.frozen_stages=1,99",
                  *common(tiny_data, store, tmp_path), cwd=tmp_path)
     assert out.returncode != 0
     _, parents, kids = sweep_runs(store)
