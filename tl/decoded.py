@@ -44,13 +44,19 @@ def decode_all(paths: list[Path], shorter_side: int, max_bytes: int,
     images past the cap are None and stream from disk."""
     threads = threads or min(8, os.cpu_count() or 1)
     out: list[torch.Tensor | None] = [None] * len(paths)
-    used = 0
+    used, full = 0, False
+    window = threads * 4  # decode a few ahead, not all: past the cap nothing more is decoded
     with ThreadPoolExecutor(threads) as pool:
-        for i, img in enumerate(pool.map(lambda p: decode(p, shorter_side), paths)):
-            if used + img.numel() > max_bytes:
+        for start in range(0, len(paths), window):
+            chunk = paths[start:start + window]
+            for i, img in enumerate(pool.map(lambda p: decode(p, shorter_side), chunk), start):
+                if used + img.numel() > max_bytes:
+                    full = True
+                    break
+                out[i] = img
+                used += img.numel()
+            if full:
                 break
-            out[i] = img
-            used += img.numel()
     cached = sum(x is not None for x in out)
     if cached < len(paths):
         log.warning("decoded-image cache full at %.0f MB: %d of %d images stream from disk "

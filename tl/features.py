@@ -4,7 +4,8 @@ Under `freeze` the backbone is a fixed function in eval mode, so its output for 
 the same every epoch and in every run of a sweep that shares backbone, data and transform.
 Features are captured at the input of the classifier (one rule for every family), kept in
 memory for the run's epochs and on disk for later runs, keyed by everything they depend on.
-Training the head on them is the same optimisation as the uncached run.
+The head trains with the same optimizer, schedule and head dropout as without the cache; only
+augmentation differs, limited to the cached views.
 
 Augmentation: `views=K` caches K views of each training image: view 0 is the plain val-style
 view, views 1.. are random augmentations; each epoch draws one view per image.
