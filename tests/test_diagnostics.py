@@ -65,6 +65,15 @@ def test_a_finished_run_logs_diagnostics_of_its_best_checkpoint(fast_overrides, 
     assert summary["accuracy"] == pytest.approx(best)  # the best checkpoint, not the last epoch
 
 
+def test_a_freeze_run_on_cached_features_still_shows_its_predictions(fast_overrides, store):
+    train(compose_cfg(*fast_overrides, "strategy=freeze"))
+    train(compose_cfg(*fast_overrides, "strategy=freeze"))  # the second reads the features from disk
+    client = MlflowClient(store)
+    for run in client.search_runs([client.get_experiment_by_name("tl").experiment_id]):
+        logged = {a.path for a in client.list_artifacts(run.info.run_id, "diagnostics")}
+        assert "diagnostics/predictions.png" in logged, run.data.params["runtime.feature_cache"]
+
+
 def test_sample_images_are_spread_over_the_val_set():
     assert diagnostics.spread(100, 4) == {0, 33, 66, 99}
     assert diagnostics.spread(3, 16) == {0, 1, 2}

@@ -162,4 +162,6 @@ def log_best(client, run_id: str, model, checkpoint: Path, job) -> None:
         state = torch.load(checkpoint, map_location=job.rt.device, weights_only=True)
         model.load_state_dict(state["model"])  # job.step_model is `model` or its head: both updated
     targets, preds, samples = predict(job.step_model, job.val_loader, job.prep, job.rt, job.n_val)
+    if not samples and job.shown:  # trained on cached features: the images were kept aside
+        samples = [(image, targets[i], preds[i]) for i, image in job.shown.items()]
     log_diagnostics(client, run_id, targets, preds, list(job.classes), samples)

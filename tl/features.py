@@ -30,7 +30,7 @@ from tl.paths import resolve
 
 log = logging.getLogger(__name__)
 
-FORMAT = 2  # bump when what is cached, or how, changes
+FORMAT = 3  # bump when what is cached, or how, changes
 
 
 @dataclass
@@ -42,6 +42,7 @@ class Features:
     val_targets: torch.Tensor    # [M]
     report_metrics: dict[str, int]  # the data check's findings, logged on a cache hit too
     report_files: dict[str, str]
+    shown: dict[int, torch.Tensor]  # val index -> its uint8 image, for the diagnostics' grid
 
 
 def applicable(cfg) -> bool:
@@ -140,8 +141,13 @@ def extract(backbone: Backbone, splits, report, views: int, rt, prep, seed: int,
             train_views.append(feats)
     finally:
         splits.train.transform = aug
+    from tl.diagnostics import MAX_SAMPLES, spread
+
+    # plain tensors: a tv_tensors.Image subclass would not load under weights_only
+    shown = {i: splits.val[i][0].as_subclass(torch.Tensor).clone()
+             for i in sorted(spread(len(splits.val), MAX_SAMPLES))}
     return Features(splits.classes, torch.stack(train_views), train_y, val, val_y,
-                    dict(report.metrics), dict(report.files))
+                    dict(report.metrics), dict(report.files), shown)
 
 
 class FeatureBatches:

@@ -12,7 +12,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import hydra
@@ -180,6 +180,7 @@ class Job:
     n_val: int
     cached_bytes: int = 0
     feature_cache: str = "off"
+    shown: dict = field(default_factory=dict)  # val index -> uint8 image, when batches are features
 
 
 def _image_job(cfg, backbone, rt, prep, generator) -> Job:
@@ -245,7 +246,7 @@ def _feature_job(cfg, backbone, rt, prep, generator) -> Job:
     return Job(head, train_loader, val_loader, Preprocess(rt), rt, plan, feats.classes,
                datacheck.Report(dict(feats.report_metrics), dict(feats.report_files)),
                feats.train_targets.numel(), feats.val_targets.numel(),
-               feats.train.numel() * feats.train.element_size(), state)
+               feats.train.numel() * feats.train.element_size(), state, feats.shown)
 
 
 def _epochs(cfg, client, run_id, model, job: Job, optimizer, scheduler, generator,
