@@ -28,13 +28,24 @@ def rows(res: dict) -> list[dict]:
         else:
             runs = r["runs"]
             accs = [x["best_val_acc"] for x in runs if x["best_val_acc"] is not None]
-            ips = [x["epoch_images_per_second"] for x in runs if x["epoch_images_per_second"]]
+            # On cached features an "epoch" is a few head steps: its rate says nothing about images.
+            ips = [x["epoch_images_per_second"] for x in runs
+                   if x["epoch_images_per_second"] and x["feature_cache"] not in ("hit", "miss")]
             row.update(epoch_img_s=statistics.median(ips) if ips else None,
                        best_val_acc=max(accs) if accs else None,
-                       note=f"{len(runs)} run(s), {runs[0]['precision']}, cl={runs[0]['channels_last']}, "
-                            f"image cache {runs[0]['image_cache_mb']:.0f} MB, features {runs[0]['feature_cache']}")
+                       note=_note(runs))
         out.append(row)
     return out
+
+
+def _note(runs: list[dict]) -> str:
+    r = runs[0]
+    if r["feature_cache"] in ("hit", "miss"):  # the head trains on cached features
+        states = [x["feature_cache"] for x in runs]
+        return (f"{len(runs)} run(s), {r['precision']}, feature cache: {states.count('miss')} miss, "
+                f"{states.count('hit')} hit")
+    return (f"{len(runs)} run(s), {r['precision']}, channels_last={r['channels_last']}, "
+            f"image cache {r['image_cache_mb']:.0f} MB")
 
 
 def targets(res: dict) -> list[dict]:

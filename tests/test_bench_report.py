@@ -1,0 +1,50 @@
+"""The benchmark's verdicts are arithmetic on its measurements: check the arithmetic."""
+
+from tl.bench import report
+
+
+def tl_result(ips, acc=0.9, wall=10.0, cache="off", mb=100.0, n=1):
+    run = {"best_val_acc": acc, "epoch_images_per_second": ips, "feature_cache": cache,
+           "image_cache_mb": mb, "precision": "bf16", "channels_last": "True"}
+    return {"runs": [run] * n, "wall_seconds": wall, "peak_rss_mb": 1000.0}
+
+
+def results():
+    return {
+        "cpu": "test cpu", "data": "d", "epochs": 3, "freeze_epochs": 25,
+        "ceiling_r18": {"epoch_images_per_second": 100.0, "precision": "bf16", "wall_seconds": 5.0,
+                        "peak_rss_mb": 900.0},
+        "baseline_r18_finetune": {"images_per_epoch": 400, "epoch_seconds": [10.0, 8.0, 12.0],
+                                  "best_val_acc": 0.7, "wall_seconds": 40.0, "peak_rss_mb": 800.0},
+        "tl_r18_finetune": tl_result(90.0),
+        "tl_r18_partial": tl_result(120.0),
+        "tl_r18_finetune_cap": tl_result(60.0, mb=19.9),
+        "baseline_lite0_freeze": {"images_per_epoch": 400, "epoch_seconds": [8.0] * 25,
+                                  "best_val_acc": 0.967, "wall_seconds": 300.0, "peak_rss_mb": 800.0},
+        "tl_lite0_freeze": tl_result(1e5, acc=0.95, wall=10.0, cache="miss"),
+        "tl_lite0_freeze_lr_sweep": tl_result(1e5, acc=0.95, wall=16.0, cache="hit", n=5),
+    }
+
+
+def test_targets_are_ratios_of_this_runs_measurements():
+    t = {x["target"]: x for x in report.targets(results())}
+    assert t["resnet18 finetune epoch throughput, tl / tutorial"]["value"] == 90.0 / 40.0  # 400 / median 10 s
+    assert t["resnet18 finetune epoch throughput, tl / compute ceiling"]["value"] == 0.9
+    assert t["partial_freeze (3 of 5 stages) / finetune throughput"]["value"] == 120.0 / 90.0
+    assert t["lite0 freeze end to end, tutorial / tl"]["value"] == 30.0
+    assert t["lite0 freeze end to end, tutorial / tl"]["met"]
+
+
+def test_a_missed_target_is_marked_and_accuracy_loss_counts_against_tl():
+    t = {x["target"]: x for x in report.targets(results())}
+    assert t["lite0 freeze best val acc, tl - tutorial"]["value"] < -0.01
+    assert not t["lite0 freeze best val acc, tl - tutorial"]["met"]
+    assert not t["5-run lr sweep / one run, wall"]["met"]  # 16 s / 10 s
+    assert "| NO |" in report.markdown(results())
+
+
+def test_runs_on_cached_features_report_no_image_rate():
+    rows = {r["measurement"]: r for r in report.rows(results())}
+    assert rows["tl_lite0_freeze"]["epoch_img_s"] is None
+    assert "0 miss, 5 hit" in rows["tl_lite0_freeze_lr_sweep"]["note"]
+    assert rows["tl_r18_finetune"]["epoch_img_s"] == 90.0
