@@ -99,6 +99,19 @@ def check_image(path: Path) -> str | None:
     return None
 
 
+def walk_once(root: Path):
+    """`os.walk` following symlinked folders, each folder once: a symlink loop, or a second
+    link to one folder, is not walked again."""
+    seen = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        st = os.stat(dirpath)
+        if (st.st_dev, st.st_ino) in seen:
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        yield dirpath, dirnames, filenames
+
+
 def scan(root: Path, classes: list[str] | None = None) -> Scan:
     classes = classes if classes is not None else class_folders(root)
     samples, skipped = [], []
@@ -106,13 +119,7 @@ def scan(root: Path, classes: list[str] | None = None) -> Scan:
         folder = root / cls
         if not folder.is_dir():
             continue
-        seen = set()
-        for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-            st = os.stat(dirpath)
-            if (st.st_dev, st.st_ino) in seen:  # a symlink loop, or a second link to one folder
-                dirnames[:] = []
-                continue
-            seen.add((st.st_dev, st.st_ino))
+        for dirpath, dirnames, filenames in walk_once(folder):
             dirnames[:] = sorted(d for d in dirnames if not is_hidden(d))
             for name in sorted(filenames):
                 if is_hidden(name):

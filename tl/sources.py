@@ -12,20 +12,30 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
+from tl import imagefiles
 from tl.errors import DataError
 
 log = logging.getLogger(__name__)
 
 
-def tree_sha256(root: Path) -> str:
-    """One digest for a folder tree: sha256 over sorted `relative path<TAB>file sha256` lines."""
-    lines = []
-    for dirpath, _, filenames in os.walk(root):
-        for name in filenames:
-            p = Path(dirpath) / name
-            rel = p.relative_to(root).as_posix()
-            lines.append(f"{rel}\t{hashlib.sha256(p.read_bytes()).hexdigest()}\n")
+def _tree_digest(root: Path, walk, describe) -> str:
+    """sha256 over the sorted `relative path<TAB>describe(file)` lines of the files `walk` finds."""
+    lines = [f"{(Path(d) / n).relative_to(root).as_posix()}\t{describe(Path(d) / n)}\n"
+             for d, _, names in walk for n in names]
     return hashlib.sha256("".join(sorted(lines)).encode()).hexdigest()
+
+
+def tree_sha256(root: Path) -> str:
+    """One digest for a folder tree's content: every file's sha256."""
+    return _tree_digest(root, os.walk(root), lambda p: hashlib.sha256(p.read_bytes()).hexdigest())
+
+
+def _size_and_mtime(p: Path) -> str:
+    try:
+        st = p.stat()
+    except OSError:  # a broken symlink is part of the identity too
+        return "broken"
+    return f"{st.st_size}\t{st.st_mtime_ns}"
 
 
 def download_zip_tree(url: str, dest: Path, folder: str, sha256: str | None) -> Path:
@@ -109,16 +119,6 @@ def load_cifar10(root: Path, download: bool):
 
 
 def tree_fingerprint(root: Path) -> str:
-    """A cheap identity for a folder's content: sha256 over (path, size, mtime) of every file.
-    Any added, removed, replaced or touched file changes it."""
-    lines = []
-    for dirpath, _, filenames in os.walk(root, followlinks=True):
-        for name in filenames:
-            p = Path(dirpath) / name
-            try:
-                st = p.stat()
-            except OSError:  # a broken symlink is part of the identity too
-                lines.append(f"{p.relative_to(root).as_posix()}\tbroken\n")
-                continue
-            lines.append(f"{p.relative_to(root).as_posix()}\t{st.st_size}\t{st.st_mtime_ns}\n")
-    return hashlib.sha256("".join(sorted(lines)).encode()).hexdigest()
+    """A cheap identity for a folder's content: (path, size, mtime) of every file, symlinked
+    folders followed once. Any added, removed, replaced or touched file changes it."""
+    return _tree_digest(root, imagefiles.walk_once(root), _size_and_mtime)

@@ -5,8 +5,6 @@ Lookups that fail say what the store does hold, so a wrong name or id is quick t
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from tl import tracking
 from tl.errors import TLError
 
@@ -17,7 +15,7 @@ class RunNotFound(TLError):
 
 def open_client(uri: str):
     """A client for an existing store; never creates an empty one where a user mistyped a path."""
-    path = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+    path = tracking.sqlite_path(uri)
     if path is not None and not path.is_file():
         raise TLError(f"there is no MLflow store at {uri}: run a sweep first "
                       "(python -m tl.train -m ...) or pass --tracking-uri URI")

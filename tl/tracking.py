@@ -32,12 +32,12 @@ def resolve_uri(cfg) -> str:
     return cfg.uri if cfg.get("uri") else default_uri()
 
 
-def _sqlite_path(uri: str) -> Path | None:
+def sqlite_path(uri: str) -> Path | None:
     return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
 
 
 def _artifact_location(uri: str) -> str | None:
-    path = _sqlite_path(uri)
+    path = sqlite_path(uri)
     return (path.parent / "artifacts").as_uri() if path is not None else None
 
 
@@ -49,7 +49,7 @@ def client_for(uri: str):
 
 def prepare_store(uri: str):
     """Create the store once, up front: concurrent first use of SQLite races (mlflow#20014)."""
-    path = _sqlite_path(uri)
+    path = sqlite_path(uri)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
     client = client_for(uri)
@@ -146,7 +146,7 @@ def package_versions() -> dict[str, str]:
 def ui_hint(uri: str, exp_id: str, run_ids: list[str] | None = None) -> str:
     """How to open this store on the runs' curves (MLflow 3 opens experiments in GenAI mode
     unless the link asks for the model-training view)."""
-    path = _sqlite_path(uri)
+    path = sqlite_path(uri)
     base = uri.rstrip("/") if uri.startswith("http") else "http://127.0.0.1:5000"
     lines = []
     if path is not None or not uri.startswith("http"):
