@@ -5,8 +5,9 @@ import logging
 import pytest
 import torch
 
-from tl import backbones, data
-from tl.backbones import DataConfig
+from tl.models import backbones
+from tl.data import datasets
+from tl.models.backbones import DataConfig
 from tl.errors import ConfigError, DataError
 from tl.train import train
 from tests.conftest import compose_cfg, make_image_folder
@@ -17,7 +18,7 @@ DATA = DataConfig(32, 36, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bilinear")
 def splits(root, **extra):
     cfg = compose_cfg("dataset=imagefolder", f"dataset.root={root}",
                       *[f"dataset.{k}={v}" for k, v in extra.items()])
-    return data.build_splits(cfg.dataset, DATA)
+    return datasets.build_splits(cfg.dataset, DATA)
 
 
 def test_unknown_torchvision_model_names_close_matches():
@@ -89,7 +90,7 @@ def test_hymenoptera_download_that_fails_offline_says_where_to_put_the_data(tmp_
     cfg = compose_cfg("dataset=hymenoptera", f"dataset.root={tmp_path / 'hymenoptera_data'}",
                       "dataset.url=http://127.0.0.1:9/hymenoptera_data.zip")
     with pytest.raises(DataError, match=r"downloading .* failed .*Offline\? .*hymenoptera_data"):
-        data.build_splits(cfg.dataset, DATA)
+        datasets.build_splits(cfg.dataset, DATA)
     assert not (tmp_path / "hymenoptera_data").exists()
 
 
@@ -99,7 +100,7 @@ def test_cifar10_offline_says_where_to_put_the_data(tmp_path, monkeypatch):
     monkeypatch.setattr(torchvision.datasets.CIFAR10, "url", "http://127.0.0.1:9/cifar-10-python.tar.gz")
     cfg = compose_cfg("dataset=cifar10", f"dataset.root={tmp_path / 'c10'}")
     with pytest.raises(DataError, match="cifar-10-batches-py"):
-        data.build_splits(cfg.dataset, DATA)
+        datasets.build_splits(cfg.dataset, DATA)
 
 
 @pytest.mark.parametrize("overrides,message", [
@@ -123,7 +124,7 @@ def test_bad_config_values_are_refused_before_the_data_is_read(shared_store, tmp
 
 
 def test_a_single_tree_without_val_fraction_is_refused_before_scanning(tmp_path):
-    from tl import validate
+    from tl.training import validate
 
     flat = make_image_folder(tmp_path / "flat", layout="flat")
     cfg = compose_cfg("dataset=imagefolder", f"dataset.root={flat}", "dataset.val_fraction=null")

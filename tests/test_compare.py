@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from tl import cli
-from tl.compare import Row, matrices
+from tl.cli.main import main as tl_command
+from tl.cli.compare import Row, matrices
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +16,7 @@ def compared(tiny_sweep, tmp_path_factory):
     out = tmp_path_factory.mktemp("compare")
     stdout = io.StringIO()  # capsys is per test; this runs once for the module
     with contextlib.redirect_stdout(stdout):
-        code = cli.main(["compare", "--tracking-uri", tiny_sweep.uri, "--out", str(out)])
+        code = tl_command(["compare", "--tracking-uri", tiny_sweep.uri, "--out", str(out)])
     return SimpleNamespace(code=code, stdout=stdout.getvalue(), out=out)
 
 
@@ -61,12 +61,12 @@ def test_compare_logs_them_on_the_sweeps_parent_run(tiny_sweep, compared):
 
 def test_compare_given_a_job_instead_of_its_sweep_names_the_sweep(tiny_sweep, capsys):
     job = tiny_sweep.jobs["freeze"].info.run_id
-    assert cli.main(["compare", "--tracking-uri", tiny_sweep.uri, "--sweep", job]) == 2
+    assert tl_command(["compare", "--tracking-uri", tiny_sweep.uri, "--sweep", job]) == 2
     assert f"--sweep {tiny_sweep.parent.info.run_id}" in capsys.readouterr().err
 
 
 def test_compare_in_an_empty_store_says_how_to_make_a_sweep(tmp_path, capsys):
-    assert cli.main(["compare", "--tracking-uri", f"sqlite:///{tmp_path / 'none.db'}"]) == 2
+    assert tl_command(["compare", "--tracking-uri", f"sqlite:///{tmp_path / 'none.db'}"]) == 2
     assert "no MLflow store" in capsys.readouterr().err
 
 

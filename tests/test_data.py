@@ -1,7 +1,7 @@
 """Datasets come out as the same train/val splits every time."""
 
-from tl import data, sources
-from tl.backbones import DataConfig
+from tl.data import datasets, sources
+from tl.models.backbones import DataConfig
 from tests.conftest import compose_cfg, make_image_folder
 
 DATA = DataConfig(32, 36, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bilinear")
@@ -10,7 +10,7 @@ DATA = DataConfig(32, 36, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bilinear")
 def test_single_tree_is_split_by_val_fraction_with_a_fixed_seed(tmp_path):
     root = make_image_folder(tmp_path / "flat", n_train=8, n_val=2, layout="flat")
     cfg = compose_cfg("dataset=imagefolder", f"dataset.root={root}", "dataset.val_fraction=0.2")
-    a, b = data.build_splits(cfg.dataset, DATA), data.build_splits(cfg.dataset, DATA)
+    a, b = datasets.build_splits(cfg.dataset, DATA), datasets.build_splits(cfg.dataset, DATA)
     assert (len(a.train), len(a.val)) == (16, 4)
     assert a.val.samples == b.val.samples
     assert not {p for p, _ in a.train.samples} & {p for p, _ in a.val.samples}
@@ -18,7 +18,7 @@ def test_single_tree_is_split_by_val_fraction_with_a_fixed_seed(tmp_path):
 
 def test_digits_are_written_once_as_an_image_folder(tmp_path):
     cfg = compose_cfg("dataset=digits", f"dataset.root={tmp_path / 'digits'}")
-    s = data.build_splits(cfg.dataset, DATA)
+    s = datasets.build_splits(cfg.dataset, DATA)
     assert s.classes == [str(i) for i in range(10)]
     assert len(s.train) + len(s.val) == 1797
     x, y = s.train[0]
@@ -28,7 +28,7 @@ def test_digits_are_written_once_as_an_image_folder(tmp_path):
 def test_limit_per_class_caps_each_split(tmp_path):
     root = make_image_folder(tmp_path / "d", n_train=8, n_val=4)
     cfg = compose_cfg("dataset=imagefolder", f"dataset.root={root}", "dataset.limit_per_class=3")
-    s = data.build_splits(cfg.dataset, DATA)
+    s = datasets.build_splits(cfg.dataset, DATA)
     assert (len(s.train), len(s.val)) == (6, 6)
 
 

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 from mlflow.tracking import MlflowClient
 
-from tl.device_batches import DeviceTrainBatches, TensorBatches, random_boxes
+from tl.data.device_batches import DeviceTrainBatches, TensorBatches, random_boxes
 from tl.train import train
 from tests.conftest import compose_cfg
 

@@ -11,7 +11,9 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from tl import diagnostics, progress, tracking
+from tl.training import diagnostics
+from tl.runtime import progress
+from tl.tracking import store as mlflow_store
 from tl.train import train
 from tests.conftest import compose_cfg
 
@@ -36,8 +38,8 @@ def test_per_class_scores_are_precision_recall_and_f1_of_each_class():
 
 
 def test_log_diagnostics_logs_the_matrix_the_scores_and_a_sample_grid(store, tmp_path):
-    client = tracking.prepare_store(store)
-    run_id = client.create_run(tracking.experiment_id(client, "tl", store)).info.run_id
+    client = mlflow_store.prepare_store(store)
+    run_id = client.create_run(mlflow_store.experiment_id(client, "tl", store)).info.run_id
     image = torch.zeros(3, 16, 16, dtype=torch.uint8)
     diagnostics.log_diagnostics(client, run_id, [0, 1, 1, 2], [0, 1, 2, 2], CLASSES,
                                 [(image, 0, 0), (image, 1, 2)])
@@ -80,8 +82,8 @@ def test_sample_images_are_spread_over_the_val_set():
 
 
 def test_samples_are_the_uint8_images_the_model_saw_and_none_for_cached_features():
-    from tl.engine import Preprocess
-    from tl.runtime import Runtime
+    from tl.training.engine import Preprocess
+    from tl.runtime.machine import Runtime
 
     rt = Runtime(torch.device("cpu"), "fp32", "", False, 0, "")
     images = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tl import backbones
+from tl.models import backbones
 from tests.conftest import compose_cfg
 
 PRESETS = ["alexnet", "vgg16", "resnet18", "efficientnet_lite0", "mobilenet_v3_small_scratch"]

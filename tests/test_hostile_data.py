@@ -12,10 +12,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from tl import data, datacheck
-from tl.backbones import DataConfig
+from tl.data import datasets, checks
+from tl.models.backbones import DataConfig
 from tl.errors import DataError
-from tl.imagefiles import load_rgb
+from tl.data.imagefiles import load_rgb
 from tl.train import train
 from tests.conftest import compose_cfg, make_image_folder
 
@@ -25,7 +25,7 @@ DATA = DataConfig(32, 36, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bilinear")
 def splits(root, **extra):
     cfg = compose_cfg("dataset=imagefolder", f"dataset.root={root}",
                       *[f"dataset.{k}={v}" for k, v in extra.items()])
-    return data.build_splits(cfg.dataset, DATA)
+    return datasets.build_splits(cfg.dataset, DATA)
 
 
 def skipped(s) -> dict[str, str]:
@@ -184,7 +184,7 @@ def test_a_val_split_missing_a_class_warns_and_counts_it(tmp_path, caplog):
     (root / "val" / "wasps").rmdir()
     s = splits(root)
     with caplog.at_level(logging.WARNING):
-        report = datacheck.check(s)
+        report = checks.check(s)
     assert s.classes == ["ants", "bees", "wasps"]
     assert report.metrics["val_missing_classes"] == 1
     assert "no images of 1 class(es) ['wasps']" in caplog.text
@@ -202,7 +202,7 @@ def test_duplicates_across_train_and_val_are_counted_as_leakage(tmp_path, caplog
     for i in (0, 1):
         (root / "val" / "ants" / f"copy_{i}.png").write_bytes((root / "train" / "ants" / f"ants_{i * 2}.png").read_bytes())
     with caplog.at_level(logging.WARNING):
-        report = datacheck.check(splits(root))
+        report = checks.check(splits(root))
     assert report.metrics["train_val_duplicates"] == 2
     assert "copy_0.png\t" in report.files["train_val_duplicates.txt"]
     assert "2 val image(s) are byte-identical to train images (train/val leakage" in caplog.text

@@ -5,7 +5,7 @@ import torch
 from sklearn.datasets import load_sample_images
 from torchvision.transforms import v2
 
-from tl import backbones, lite0
+from tl.models import backbones, lite0
 from tl.errors import ConfigError
 from tests.conftest import compose_cfg
 

@@ -4,12 +4,12 @@ from pathlib import Path
 
 import torchvision
 
-from tl import cli
+from tl.cli.main import main as tl_command
 
 
 def listed(capsys, *args) -> tuple[int, dict[str, list[str]]]:
     """Exit code, and each section's lines by section title."""
-    code = cli.main(["models", *args])
+    code = tl_command(["models", *args])
     sections, current = {}, None
     for line in capsys.readouterr().out.splitlines():
         if line and not line.startswith(" ") and ": " in line:

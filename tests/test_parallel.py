@@ -11,7 +11,7 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from tl import tracking
+from tl.tracking import store as mlflow_store
 from tests.conftest import make_image_folder
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,7 +73,7 @@ def test_a_parallel_sweep_with_a_failing_and_a_killed_job_loses_nothing(tmp_path
     # Every param of every run: the whole config, and (once training began) the data facts.
     finished = [k for k in kids if k.info.status == "FINISHED"]
     config = OmegaConf.load(client.download_artifacts(finished[0].info.run_id, "config.yaml"))
-    config_keys = set(tracking.flatten(config))
+    config_keys = set(mlflow_store.flatten(config))
     assert all(config_keys <= set(k.data.params) for k in kids)
     assert len({len(k.data.params) for k in [*finished, killed]}) == 1
     assert all(k.data.params["runtime.num_workers"] == "1" for k in finished)

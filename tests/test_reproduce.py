@@ -3,13 +3,14 @@ per-epoch metric matches; a run it cannot reproduce fails, naming what differs."
 
 from pathlib import Path
 
-from tl import cli, tracking
-from tl.reproduce import Difference, config_differences, environment_warnings, metric_differences
+from tl.cli.main import main as tl_command
+from tl.tracking import store as mlflow_store
+from tl.cli.reproduce import Difference, config_differences, environment_warnings, metric_differences
 
 
 def test_reproducing_a_run_gives_identical_metrics_and_exits_0(tiny_sweep, capsys):
     original = tiny_sweep.jobs["finetune"].info.run_id
-    assert cli.main(["reproduce", original, "--tracking-uri", tiny_sweep.uri]) == 0
+    assert tl_command(["reproduce", original, "--tracking-uri", tiny_sweep.uri]) == 0
     out = capsys.readouterr().out
     assert "equal to the logged config.yaml" in out
     assert "Reproduced: every per-epoch metric is identical" in out and "tolerance 0 (exact)" in out
@@ -29,14 +30,14 @@ def test_a_run_whose_logged_config_was_edited_is_refused_naming_the_key(tiny_swe
     config.write_text(text.replace(f"  lr: {logged_lr}\n", "  lr: 0.5\n"))
     client.log_artifact(run_id, str(config))
 
-    assert cli.main(["reproduce", run_id, "--tracking-uri", tiny_sweep.uri]) == 2
+    assert tl_command(["reproduce", run_id, "--tracking-uri", tiny_sweep.uri]) == 2
     err = capsys.readouterr().err
     assert f"optimizer.lr: logged 0.5, recomposed {logged_lr}" in err
     assert not client.search_runs([tiny_sweep.experiment_id], filter_string=f"tags.`tl.reproduces` = '{run_id}'")
 
 
 def test_an_unknown_run_id_says_where_to_find_one(tiny_sweep, capsys):
-    assert cli.main(["reproduce", "0" * 32, "--tracking-uri", tiny_sweep.uri]) == 2
+    assert tl_command(["reproduce", "0" * 32, "--tracking-uri", tiny_sweep.uri]) == 2
     assert "no run '000" in capsys.readouterr().err
 
 
@@ -65,7 +66,7 @@ def test_config_differences_name_each_key_and_ignore_where_the_run_logged_to():
 
 def test_a_different_commit_or_package_version_is_warned_about():
     tags = {"tl.git_commit": "0" * 40, "tl.version.torch": "1.0.0",
-            **{f"tl.version.{k}": v for k, v in tracking.package_versions().items() if k != "torch"}}
+            **{f"tl.version.{k}": v for k, v in mlflow_store.package_versions().items() if k != "torch"}}
     warnings = environment_warnings(tags)
     assert any(w.startswith(f"the run was made at git commit {'0' * 40}") for w in warnings)
     assert any(w.startswith("torch was 1.0.0 for the run") for w in warnings)

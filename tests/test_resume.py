@@ -12,7 +12,8 @@ import torch
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from tl import checkpointing, resume, seeding, signals
+from tl.training import checkpoints, resume
+from tl.runtime import seeding, signals
 from tl.errors import ConfigError
 from tl.train import train
 from tests.conftest import compose_cfg
@@ -52,10 +53,10 @@ def killed(tmp_path_factory):
     with sigterm_after(BATCHES_PER_EPOCH + 2), pytest.raises(signals.Interrupted) as stop:
         train(compose_cfg(*overrides))
     client, (reference, run) = runs(store)
-    folder = checkpointing.local_dir(run.info.artifact_uri) / "checkpoints"
+    folder = checkpoints.local_dir(run.info.artifact_uri) / "checkpoints"
     return {"store": store, "reference": reference, "run": run, "error": stop.value,
             "handler_after": signal.getsignal(signal.SIGTERM), "handler_before": before,
-            "last": checkpointing.read(folder / "last.pt"), "files": sorted(os.listdir(folder))}
+            "last": checkpoints.read(folder / "last.pt"), "files": sorted(os.listdir(folder))}
 
 
 def test_sigterm_mid_epoch_ends_the_run_killed_with_its_error(killed):
@@ -100,7 +101,7 @@ def _make_run(store, status, tags=None, config=None):
     exp = exp.experiment_id if exp is not None else client.create_experiment("tl")
     run_id = client.create_run(exp, tags=tags or {}).info.run_id
     if config is not None:
-        folder = checkpointing.local_dir(client.get_run(run_id).info.artifact_uri)
+        folder = checkpoints.local_dir(client.get_run(run_id).info.artifact_uri)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "config.yaml").write_text(OmegaConf.to_yaml(config, resolve=True))
     if status != "RUNNING":
@@ -138,8 +139,8 @@ def test_a_checkpoint_of_another_architecture_is_refused_with_the_keys_named(fas
     cfg = compose_cfg(*fast_overrides)
     client, run_id = _make_run(shared_store, "KILLED", config=cfg)
     other = torch.nn.Sequential(torch.nn.Linear(3, 2)).state_dict()
-    checkpointing.atomic_save({"format": checkpointing.FORMAT, "model": other},
-                              checkpointing.local_dir(client.get_run(run_id).info.artifact_uri)
+    checkpoints.atomic_save({"format": checkpoints.FORMAT, "model": other},
+                              checkpoints.local_dir(client.get_run(run_id).info.artifact_uri)
                               / "checkpoints" / "last.pt")
     with pytest.raises(ConfigError, match=r"does not fit the model \(\d+ mismatched keys\): unexpected 0.weight"):
         train(compose_cfg(f"+resume={run_id}", f"tracking.uri={shared_store}"))
@@ -152,16 +153,16 @@ class Payload:
 
 
 def test_checkpoints_load_weights_only(tmp_path):
-    torch.save({"format": checkpointing.FORMAT, "model": Payload()}, tmp_path / "last.pt")
+    torch.save({"format": checkpoints.FORMAT, "model": Payload()}, tmp_path / "last.pt")
     with pytest.raises(ConfigError, match="cannot be loaded: Weights only load failed"):
-        checkpointing.read(tmp_path / "last.pt")
+        checkpoints.read(tmp_path / "last.pt")
 
 
 def test_a_failed_checkpoint_write_leaves_the_previous_file_whole(tmp_path):
     path = tmp_path / "last.pt"
-    checkpointing.atomic_save({"epoch": 1}, path)
+    checkpoints.atomic_save({"epoch": 1}, path)
     with pytest.raises(Exception):
-        checkpointing.atomic_save({"epoch": 2, "bad": lambda: None}, path)  # cannot be pickled
+        checkpoints.atomic_save({"epoch": 2, "bad": lambda: None}, path)  # cannot be pickled
     assert torch.load(path, weights_only=True) == {"epoch": 1}
     assert os.listdir(tmp_path) == ["last.pt"]
 

@@ -4,9 +4,12 @@ answers as the slow ones, and reuse only what is still valid."""
 import torch
 from mlflow.tracking import MlflowClient
 
-from tl import backbones, decoded, features, probe, strategies
-from tl.engine import Preprocess
-from tl.runtime import Runtime
+from tl.models import backbones
+from tl.data import decoded
+from tl.training import features, strategies
+from tl.runtime import probe
+from tl.training.engine import Preprocess
+from tl.runtime.machine import Runtime
 from tl.train import train
 from tests.conftest import compose_cfg, make_image_folder
 

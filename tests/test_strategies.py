@@ -4,9 +4,10 @@ stay put, trainable ones move."""
 import pytest
 import torch
 
-from tl import backbones, strategies
+from tl.models import backbones
+from tl.training import strategies
 from tl.errors import ConfigError
-from tl.optim import build_optimizer
+from tl.training.optim import build_optimizer
 from tests.conftest import compose_cfg
 
 

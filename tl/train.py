@@ -19,12 +19,14 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from tl import (backbones, checkpointing, data, datacheck, decoded, device_batches, diagnostics,
-                features, parallel, paths, progress, resume, runtime, signals, strategies, sweep,
-                tracking, validate)
-from tl.engine import Preprocess, evaluate, train_one_epoch
+from tl.models import backbones
+from tl.training import checkpoints, diagnostics, features, resume, strategies, validate
+from tl.data import datasets, checks, decoded, device_batches
+from tl.runtime import parallel, paths, progress, machine, signals
+from tl.tracking import sweep, store
+from tl.training.engine import Preprocess, evaluate, train_one_epoch
 from tl.errors import ConfigError
-from tl.optim import build_optimizer, build_scheduler
+from tl.training.optim import build_optimizer, build_scheduler
 
 log = logging.getLogger("tl")
 
@@ -55,24 +57,24 @@ def train(cfg: DictConfig, extra_tags: dict[str, str] | None = None) -> float:
     if cfg.get("resume"):
         client, run_id, cfg = resume.reopen(cfg, overrides)
         return _run(cfg, client, run_id, None, client.get_run(run_id).info.experiment_id)
-    uri = tracking.resolve_uri(cfg.tracking)
+    uri = store.resolve_uri(cfg.tracking)
     parent = sweep.parent_for_job()
     if parent is not None:
-        client, exp_id = tracking.client_for(uri), parent.experiment_id
+        client, exp_id = store.client_for(uri), parent.experiment_id
     else:
-        client = tracking.prepare_store(uri)
-        exp_id = tracking.experiment_id(client, cfg.tracking.experiment, uri)
+        client = store.prepare_store(uri)
+        exp_id = store.experiment_id(client, cfg.tracking.experiment, uri)
     tags = {
         "tl.model": str(cfg.model.name), "tl.strategy": str(cfg.strategy.name),
         "tl.dataset": str(cfg.dataset.name), "tl.overrides": " ".join(overrides),
-        "tl.command": reproduce_command(overrides), "tl.git_commit": tracking.git_commit(),
+        "tl.command": reproduce_command(overrides), "tl.git_commit": store.git_commit(),
         "tl.cwd": str(paths.launch_dir()), **resume.process_tags(),
-        **{f"tl.version.{k}": v for k, v in tracking.package_versions().items()},
+        **{f"tl.version.{k}": v for k, v in store.package_versions().items()},
         **(extra_tags or {}),
     }
     if parent is not None:
         tags["mlflow.parentRunId"] = parent.run_id
-    tags = {k: tracking.text(v) for k, v in tags.items()}
+    tags = {k: store.text(v) for k, v in tags.items()}
     run_id = client.create_run(exp_id, run_name=run_name(cfg), tags=tags).info.run_id
     return _run(cfg, client, run_id, out_dir, exp_id if parent is None else None)
 
@@ -82,7 +84,7 @@ def _run(cfg: DictConfig, client, run_id: str, out_dir: Path | None, exp_id: str
     try:
         if not cfg.get("resume"):
             # The config first, so even a run that fails at once says what it was.
-            tracking.log_params(client, run_id, tracking.flatten(cfg))
+            store.log_params(client, run_id, store.flatten(cfg))
         with signals.stop_on_signals():
             best = fit(cfg, client, run_id, out_dir)
     except KeyboardInterrupt as e:
@@ -101,7 +103,7 @@ def _run(cfg: DictConfig, client, run_id: str, out_dir: Path | None, exp_id: str
         raise
     client.set_terminated(run_id, "FINISHED")
     if exp_id is not None:
-        print("Open the run in MLflow:\n" + tracking.ui_hint(tracking.resolve_uri(cfg.tracking),
+        print("Open the run in MLflow:\n" + store.ui_hint(store.resolve_uri(cfg.tracking),
                                                             exp_id, [run_id]))
     return best
 
@@ -109,8 +111,8 @@ def _run(cfg: DictConfig, client, run_id: str, out_dir: Path | None, exp_id: str
 def fit(cfg: DictConfig, client, run_id: str, out_dir: Path | None) -> float:
     validate.check(cfg)
     parallel.limit_threads()
-    rt = runtime.resolve_runtime(cfg.trainer)
-    generator = runtime.seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)
+    rt = machine.resolve_runtime(cfg.trainer)
+    generator = machine.seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)
     t0 = time.perf_counter()
     backbone = backbones.create(cfg.model)
     strategies.frozen_stage_count(cfg.strategy, backbones.stage_count(backbone, cfg.model.get("stages")))
@@ -140,11 +142,11 @@ def fit(cfg: DictConfig, client, run_id: str, out_dir: Path | None) -> float:
     if cfg.get("resume"):  # logged when the run began; they must still hold
         resume.check_unchanged(client, run_id, facts)
     else:
-        tracking.log_params(client, run_id, {
+        store.log_params(client, run_id, {
             **facts, "runtime.feature_cache": job.feature_cache,
             "data.image_cache_mb": round(job.cached_bytes / 2**20, 1)})
         client.set_tag(run_id, "tl.precision", f"{rt.precision} ({rt.precision_reason})")
-        tracking.log_metrics(client, run_id, {**job.report.metrics, "setup_seconds": setup_seconds}, step=0)
+        store.log_metrics(client, run_id, {**job.report.metrics, "setup_seconds": setup_seconds}, step=0)
 
     work = Path(tempfile.mkdtemp(prefix="tl-run-"))
     try:
@@ -156,9 +158,9 @@ def fit(cfg: DictConfig, client, run_id: str, out_dir: Path | None) -> float:
             for name, content in job.report.files.items():
                 (work / name).write_text(content, encoding="utf-8")
                 client.log_artifact(run_id, str(work / name))
-        ckpts = checkpointing.RunCheckpoints(client, run_id, staging=work)
+        ckpts = checkpoints.RunCheckpoints(client, run_id, staging=work)
         best = _epochs(cfg, client, run_id, model, job, optimizer, scheduler, generator, ckpts)
-        diagnostics.log_best(client, run_id, model, ckpts.dir / checkpointing.BEST, job)
+        diagnostics.log_best(client, run_id, model, ckpts.dir / checkpoints.BEST, job)
         return best
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -172,10 +174,10 @@ class Job:
     train_loader: object
     val_loader: object
     prep: Preprocess
-    rt: runtime.Runtime
+    rt: machine.Runtime
     plan: strategies.Plan
     classes: list[str]
-    report: datacheck.Report
+    report: checks.Report
     n_train: int
     n_val: int
     cached_bytes: int = 0
@@ -185,16 +187,16 @@ class Job:
 
 def _image_job(cfg, backbone, rt, prep, generator) -> Job:
     t = cfg.trainer
-    splits = data.build_splits(cfg.dataset, backbone.data, t.image_cache_mb, t.image_cache_scale)
+    splits = datasets.build_splits(cfg.dataset, backbone.data, t.image_cache_mb, t.image_cache_scale)
     backbones.attach_head(backbone, len(splits.classes), cfg.model.get("stages"))
     backbone.model.to(rt.device)
     plan = strategies.apply(backbone, cfg.strategy)
-    in_memory = data.in_memory(splits.train) and data.in_memory(splits.val)
-    rt = replace(rt, num_workers=runtime.pick_num_workers(t.num_workers, in_memory))
+    in_memory = datasets.in_memory(splits.train) and datasets.in_memory(splits.val)
+    rt = replace(rt, num_workers=machine.pick_num_workers(t.num_workers, in_memory))
     eval_bs = t.get("eval_batch_size") or t.batch_size
-    train_loader, val_loader = data.loaders(splits, t.batch_size, eval_bs, rt.num_workers, generator,
+    train_loader, val_loader = datasets.loaders(splits, t.batch_size, eval_bs, rt.num_workers, generator,
                                             pin_memory=rt.device.type == "cuda")
-    if data.in_memory(splits.val):
+    if datasets.in_memory(splits.val):
         images, targets = device_batches.pretransform(splits.val)
         val_loader = device_batches.TensorBatches(images.to(rt.device), targets.to(rt.device), eval_bs)
     if _augment_on_device(t, rt, splits):
@@ -205,13 +207,13 @@ def _image_job(cfg, backbone, rt, prep, generator) -> Job:
             scale=cfg.dataset.get("crop_scale") or (0.08, 1.0), hflip=bool(cfg.dataset.get("hflip", True)))
     cached = sum(getattr(ds, "cached_bytes", 0) for ds in (splits.train, splits.val))
     return Job(backbone.model, train_loader, val_loader, prep, rt, plan, splits.classes,
-               datacheck.check(splits), len(splits.train), len(splits.val), cached)
+               checks.check(splits), len(splits.train), len(splits.val), cached)
 
 
 def _augment_on_device(t, rt, splits) -> bool:
     """`auto`: on a GPU, when every training image is decoded in memory."""
     spec = t.get("device_augment", "auto")
-    possible = isinstance(splits.train, decoded.DecodedImages) and data.in_memory(splits.train)
+    possible = isinstance(splits.train, decoded.DecodedImages) and datasets.in_memory(splits.train)
     if spec == "auto":
         return possible and rt.device.type == "cuda"
     if spec and not possible:
@@ -226,13 +228,13 @@ def _feature_job(cfg, backbone, rt, prep, generator) -> Job:
     feats, state = features.load(path), "hit"
     if feats is None:
         state = "miss"
-        splits = data.build_splits(cfg.dataset, backbone.data, t.image_cache_mb, t.image_cache_scale)
+        splits = datasets.build_splits(cfg.dataset, backbone.data, t.image_cache_mb, t.image_cache_scale)
         backbones.attach_head(backbone, len(splits.classes), cfg.model.get("stages"))
         backbone.model.to(rt.device)
-        feats = features.extract(backbone, splits, datacheck.check(splits), int(fc.views), rt, prep, int(t.seed),
+        feats = features.extract(backbone, splits, checks.check(splits), int(fc.views), rt, prep, int(t.seed),
                                  t.get("eval_batch_size") or t.batch_size,
                                  train_view_transform=splits.train.transform,
-                                 val_view_transform=data.val_transform(backbone.data))
+                                 val_view_transform=datasets.val_transform(backbone.data))
         features.save(path, feats)
     else:
         backbones.attach_head(backbone, len(feats.classes), cfg.model.get("stages"))
@@ -244,18 +246,18 @@ def _feature_job(cfg, backbone, rt, prep, generator) -> Job:
     val_loader = features.FeatureBatches(feats.val, feats.val_targets, t.get("eval_batch_size") or t.batch_size)
     rt = replace(rt, num_workers=0, channels_last=False)
     return Job(head, train_loader, val_loader, Preprocess(rt), rt, plan, feats.classes,
-               datacheck.Report(dict(feats.report_metrics), dict(feats.report_files)),
+               checks.Report(dict(feats.report_metrics), dict(feats.report_files)),
                feats.train_targets.numel(), feats.val_targets.numel(),
                feats.train.numel() * feats.train.element_size(), state, feats.shown)
 
 
 def _epochs(cfg, client, run_id, model, job: Job, optimizer, scheduler, generator,
-            ckpts: checkpointing.RunCheckpoints) -> float:
+            ckpts: checkpoints.RunCheckpoints) -> float:
     t = cfg.trainer
     criterion = torch.nn.CrossEntropyLoss()
     scaler = torch.amp.GradScaler("cuda") if job.rt.precision == "fp16" else None
     done = (ckpts.restore(model, optimizer, scheduler, scaler, generator) if cfg.get("resume")
-            else checkpointing.Progress())
+            else checkpoints.Progress())
     best, best_epoch, total = done.best, done.best_epoch, done.seconds
     for epoch in progress.epochs(t.epochs, start=done.epoch + 1):
         _set_epoch(job.train_loader, epoch)
@@ -272,17 +274,17 @@ def _epochs(cfg, client, run_id, model, job: Job, optimizer, scheduler, generato
                 best, best_epoch = va.acc, epoch
                 if cfg.tracking.get("log_checkpoint", True):
                     ckpts.save_best(model, epoch, va.acc, job.classes)
-            tracking.log_metrics(client, run_id, {
+            store.log_metrics(client, run_id, {
                 "train_loss": tr.loss, "train_acc": tr.acc, "val_loss": va.loss, "val_acc": va.acc,
                 "lr": lr, "epoch_seconds": seconds,
                 "images_per_second": (tr.images + va.images) / max(seconds, 1e-9),
                 "train_images_per_second": tr.images / max(tr.seconds, 1e-9),
             }, step=epoch)
-            ckpts.save_last(checkpointing.Progress(epoch, best, best_epoch, total), model, optimizer,
+            ckpts.save_last(checkpoints.Progress(epoch, best, best_epoch, total), model, optimizer,
                             scheduler, scaler, generator, job.classes)
         log.info("epoch %d/%d  train loss %.4f acc %.4f  val loss %.4f acc %.4f  lr %.2e  %.1fs",
                  epoch, t.epochs, tr.loss, tr.acc, va.loss, va.acc, lr, seconds)
-    tracking.log_metrics(client, run_id, {"best_val_acc": best, "best_epoch": best_epoch,
+    store.log_metrics(client, run_id, {"best_val_acc": best, "best_epoch": best_epoch,
                                           "train_seconds": total}, step=t.epochs)
     ckpts.finish()
     log.info("%s: best val acc %.4f at epoch %d", run_name(cfg), best, best_epoch)
@@ -298,7 +300,7 @@ def _set_epoch(loader, epoch: int) -> None:
 
 
 # An absolute path: the `tl-train` script's caller is no file next to conf/.
-@hydra.main(version_base="1.3", config_path=str(paths.project_root() / "conf"), config_name="train")
+@hydra.main(version_base="1.3", config_path=str(paths.conf_dir()), config_name="train")
 def _hydra_main(cfg: DictConfig) -> float:
     return train(cfg)
 

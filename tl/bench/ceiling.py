@@ -9,7 +9,7 @@ import time
 import torch
 from torch import nn
 
-from tl.runtime import Runtime
+from tl.runtime.machine import Runtime
 
 
 def _timed(fn, reps: int) -> float:

@@ -109,11 +109,11 @@ def write(res: dict, out: Path) -> None:
 
 
 def _log_mlflow(res: dict, out: Path) -> None:
-    from tl import tracking
+    from tl.tracking import store
 
-    uri = tracking.default_uri()
-    client = tracking.prepare_store(uri)
-    exp = tracking.experiment_id(client, "tl-bench", uri)
+    uri = store.default_uri()
+    client = store.prepare_store(uri)
+    exp = store.experiment_id(client, "tl-bench", uri)
     run = client.create_run(exp, run_name=f"bench {out.name}", tags={"tl.role": "bench", "tl.cpu": res["cpu"]})
     for i, t in enumerate(targets(res)):
         client.log_metric(run.info.run_id, f"target_{i}", float(t["value"]))

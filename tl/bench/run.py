@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tl.paths import project_root
+from tl.runtime.paths import project_root
 
 MARK = "BENCH-RESULT "
 SHARED_DATA = project_root().parent / "shared" / "data" / "hymenoptera_data"
@@ -31,12 +31,12 @@ def _child(spec: dict) -> dict:
     if kind == "ceiling":
         import torchvision
 
-        from tl import runtime
+        from tl.runtime import machine
         from tl.bench import ceiling
 
         from omegaconf import OmegaConf
 
-        rt = runtime.resolve_runtime(OmegaConf.create({"device": "auto", "precision": "auto",
+        rt = machine.resolve_runtime(OmegaConf.create({"device": "auto", "precision": "auto",
                                                        "channels_last": True, "num_workers": 0}))
         c = ceiling.measure(torchvision.models.resnet18(num_classes=2), rt)
         c["epoch_images_per_second"] = ceiling.epoch_rate(c, spec["n_train"], spec["n_val"])
@@ -173,7 +173,7 @@ def run_all(args) -> dict:
 
 
 def _cpu() -> str:
-    from tl.runtime import cpu_name
+    from tl.runtime.machine import cpu_name
 
     return cpu_name()
 

@@ -22,7 +22,7 @@ def build_model(name: str, num_classes: int, pretrained: bool) -> tuple[nn.Modul
     if name == "efficientnet_lite0":
         import timm
 
-        from tl import lite0
+        from tl.models import lite0
 
         model = timm.create_model(lite0.TIMM_NAME)
         if pretrained:

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from tl.runtime import Runtime
-from tl.strategies import Plan, set_train_mode
+from tl.runtime.machine import Runtime
+from tl.training.strategies import Plan, set_train_mode
 
 
 @dataclass

@@ -20,10 +20,11 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from tl import store, tracking
+from tl.tracking import readback, store
 from tl.errors import TLError
+from tl.runtime import paths
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"  # as tl.train's @hydra.main sees it
+CONF_DIR = paths.conf_dir()  # as tl.train's @hydra.main sees it
 # Compared per epoch. Timings (epoch_seconds, images_per_second, train_seconds) vary run to run.
 PER_EPOCH = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")
 GPU_TOLERANCE = 1e-4  # GPU kernels may sum in another order from run to run, even when seeded
@@ -132,13 +133,13 @@ def recompose(overrides: list[str]) -> DictConfig:
 
 def environment_warnings(tags: dict[str, str]) -> list[str]:
     out = []
-    then, now = tags.get("tl.git_commit", "unknown"), tracking.git_commit()
+    then, now = tags.get("tl.git_commit", "unknown"), store.git_commit()
     if then != now:
         out.append(f"the run was made at git commit {then}; this checkout is at {now}")
     elif now.endswith("-dirty"):
         out.append("this checkout has uncommitted changes (and had some when the run was made): "
                    "the code may differ")
-    for pkg, version in tracking.package_versions().items():
+    for pkg, version in store.package_versions().items():
         logged = tags.get(f"tl.version.{pkg}")
         if logged is not None and logged != version:
             out.append(f"{pkg} was {logged} for the run; it is {version} here")
@@ -215,8 +216,8 @@ def run(uri: str, run_id: str, tolerance: float | None) -> int:
     from tl.train import train
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per small file
-    client = store.open_client(uri)
-    original = store.get_run(client, run_id, uri)
+    client = readback.open_client(uri)
+    original = readback.get_run(client, run_id, uri)
     exp = client.get_experiment(original.info.experiment_id)
     _say(f"Reproducing run {run_id} ({original.info.run_name}) of experiment {exp.name!r}")
     if original.info.status != "FINISHED":
@@ -245,7 +246,7 @@ def run(uri: str, run_id: str, tolerance: float | None) -> int:
 
     on_gpu = any(r.data.params.get("runtime.device", "cpu").startswith("cuda") for r in (original, new))
     tol = tolerance if tolerance is not None else (GPU_TOLERANCE if on_gpu else 0.0)
-    histories = [{k: store.history(client, r.info.run_id, k) for k in PER_EPOCH} for r in (original, new)]
+    histories = [{k: readback.history(client, r.info.run_id, k) for k in PER_EPOCH} for r in (original, new)]
     epochs = None if original.info.status == "FINISHED" else {s for h in histories[0].values() for s, _ in h}
     diffs = metric_differences(*histories, tol, epochs)
     n_epochs = len({s for h in histories[0].values() for s, _ in h})

@@ -1,4 +1,4 @@
-"""Where things live: the project root (MLflow's default store) and user-given paths."""
+"""Where things live: the project root (MLflow's default store), conf/, and user-given paths."""
 
 from __future__ import annotations
 
@@ -6,15 +6,23 @@ import os
 from pathlib import Path
 
 
+# tl/runtime/paths.py -> the checkout that holds tl/ and conf/.
+_CHECKOUT = Path(__file__).resolve().parents[2]
+
+
 def project_root() -> Path:
     """The checkout tl runs from, so outputs land in one place whatever the cwd.
 
     An editable install resolves to the repository; any other install falls back to the cwd.
     """
-    here = Path(__file__).resolve().parent.parent
-    if (here / "pyproject.toml").is_file() and (here / "conf").is_dir():
-        return here
+    if (_CHECKOUT / "pyproject.toml").is_file() and (_CHECKOUT / "conf").is_dir():
+        return _CHECKOUT
     return Path.cwd()
+
+
+def conf_dir() -> Path:
+    """The Hydra config groups: the one place every entry point composes from."""
+    return _CHECKOUT / "conf"
 
 
 def launch_dir() -> Path:

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from tl import heads, lite0, stages as stage_rules
-from tl.checkpoints import load_into, read_state_dict
+from tl.models import heads, lite0, stages as stage_rules
+from tl.models.weights import load_into, read_state_dict
 from tl.errors import ConfigError
-from tl.paths import resolve
+from tl.runtime.paths import resolve
 
 SOURCES = ("torchvision", "timm", "lite0")
 

@@ -24,9 +24,10 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from tl import seeding, sources
-from tl.backbones import Backbone
-from tl.paths import resolve
+from tl.runtime import seeding
+from tl.data import sources
+from tl.models.backbones import Backbone
+from tl.runtime.paths import resolve
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,7 @@ def extract(backbone: Backbone, splits, report, views: int, rt, prep, seed: int,
             train_views.append(feats)
     finally:
         splits.train.transform = aug
-    from tl.diagnostics import MAX_SAMPLES, spread
+    from tl.training.diagnostics import MAX_SAMPLES, spread
 
     # plain tensors: a tv_tensors.Image subclass would not load under weights_only
     shown = {i: splits.val[i][0].as_subclass(torch.Tensor).clone()

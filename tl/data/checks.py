@@ -11,7 +11,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tl.imagefiles import display
+from tl.data.imagefiles import display
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-from tl import imagefiles
+from tl.data import imagefiles
 from tl.errors import DataError
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from tl import checkpointing, tracking
+from tl.training import checkpoints
+from tl.tracking import store
 from tl.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ def _saved_config(client, run) -> DictConfig:
     missing = ConfigError(
         f"resume={rid}: the run has no config.yaml artifact, so it stopped before training "
         f"started; run it anew: {run.data.tags.get('tl.command', '(see its tl.overrides tag)')}")
-    local = checkpointing.local_dir(run.info.artifact_uri)
+    local = checkpoints.local_dir(run.info.artifact_uri)
     if local is not None:
         if not (local / "config.yaml").is_file():
             raise missing
@@ -107,8 +108,8 @@ def reopen(cfg: DictConfig, overrides: list[str]):
     """Check the run can resume, set it RUNNING again, and return (client, run_id, its config)."""
     rid = _run_id(cfg.resume)
     _check_overrides(overrides)
-    uri = tracking.resolve_uri(cfg.tracking)
-    client = tracking.prepare_store(uri)
+    uri = store.resolve_uri(cfg.tracking)
+    client = store.prepare_store(uri)
     try:
         run = client.get_run(rid)
     except Exception:
@@ -138,12 +139,12 @@ def check_unchanged(client, run_id: str, facts: dict) -> None:
     before = client.get_run(run_id).data.params
     changed = [f"{k}: {before[k]} -> {v}" for k, v in facts.items()
                if k in before and not k.startswith("runtime.")
-               and before[k] != tracking.param_value(v)]
+               and before[k] != store.param_value(v)]
     if changed:
         raise ConfigError(f"resume={run_id}: the data or model differ from when the run started "
                           f"({'; '.join(changed[:8])}). Restore them, or start a new run.")
     moved = [f"{k}: {before[k]} -> {v}" for k, v in facts.items()
-             if k in before and k.startswith("runtime.") and before[k] != tracking.param_value(v)]
+             if k in before and k.startswith("runtime.") and before[k] != store.param_value(v)]
     if moved:
         log.warning("resume=%s runs on a different setup (%s): later epochs may differ in the last "
                     "digits from an uninterrupted run", run_id, "; ".join(moved))

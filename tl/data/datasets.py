@@ -13,12 +13,13 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from tl import decoded, imagefiles, parallel, seeding, sources
-from tl.backbones import DataConfig
+from tl.data import decoded, imagefiles, sources
+from tl.runtime import parallel, seeding
+from tl.models.backbones import DataConfig
 from tl.errors import ConfigError, DataError
-from tl.imagefiles import load_rgb
-from tl.paths import resolve
-from tl.transforms import train_transform, val_transform  # noqa: F401 (re-exported)
+from tl.data.imagefiles import load_rgb
+from tl.runtime.paths import resolve
+from tl.data.transforms import train_transform, val_transform  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tl import store, sweep, tracking
+from tl.tracking import readback, sweep, store
 from tl.errors import TLError
 
 ARTIFACT_DIR = "compare"
@@ -70,7 +70,7 @@ def collect(client, parent) -> list[Row]:
     rows = []
     for r in runs:
         m, p, t = r.data.metrics, r.data.params, r.data.tags
-        curves = {k: store.history(client, r.info.run_id, k) for k in ("val_acc", "val_loss")}
+        curves = {k: readback.history(client, r.info.run_id, k) for k in ("val_acc", "val_loss")}
         rows.append(Row(
             run_id=r.info.run_id, run_name=r.info.run_name or "", status=r.info.status,
             model=t.get("tl.model", "?"), strategy=t.get("tl.strategy", "?"),
@@ -241,8 +241,8 @@ def write(folder: Path, parent, rows: list[Row]) -> list[Path]:
 
 
 def run(uri: str, experiment: str, which: str, out: str | None) -> int:
-    client = store.open_client(uri)
-    parent = store.find_sweep(client, experiment, which, uri)
+    client = readback.open_client(uri)
+    parent = readback.find_sweep(client, experiment, which, uri)
     rows = collect(client, parent)
     if not rows:
         raise TLError(f"sweep {parent.info.run_id} has no runs yet: its jobs create them as they start")
@@ -262,5 +262,5 @@ def run(uri: str, experiment: str, which: str, out: str | None) -> int:
             client.log_artifact(parent.info.run_id, str(f), ARTIFACT_DIR)
     print(f"\nLogged to the sweep's parent run under {ARTIFACT_DIR}/: {', '.join(f.name for f in files)}"
           + (f" (also written to {out})" if out else ""))
-    print(tracking.ui_hint(uri, parent.info.experiment_id, [r.run_id for r in rows]))
+    print(store.ui_hint(uri, parent.info.experiment_id, [r.run_id for r in rows]))
     return 0

@@ -118,7 +118,7 @@ def pick_num_workers(spec, in_memory: bool = False) -> int:
 
 
 def _cpu_choice() -> dict:
-    from tl import probe
+    from tl.runtime import probe
 
     # bf16 autocast pays off only with native bf16 dot products; without them oneDNN
     # emulates and training runs slower than fp32.

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from tl.imagefiles import to_rgb
+from tl.data.imagefiles import to_rgb
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torchvision.transforms import v2
 
-from tl.backbones import DataConfig
+from tl.models.backbones import DataConfig
 
 _INTERP = {
     "bilinear": v2.InterpolationMode.BILINEAR,

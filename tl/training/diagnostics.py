@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from tl.imagefiles import display
+from tl.data.imagefiles import display
 
 ARTIFACT_DIR = "diagnostics"
 MAX_SAMPLES = 16

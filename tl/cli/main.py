@@ -62,19 +62,19 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from tl import tracking
+    from tl.tracking import store
 
-    uri = getattr(args, "tracking_uri", None) or tracking.default_uri()
+    uri = getattr(args, "tracking_uri", None) or store.default_uri()
     try:
         if args.command == "compare":
-            from tl import compare
+            from tl.cli import compare
 
             return compare.run(uri, args.experiment, args.sweep, args.out)
         if args.command == "reproduce":
-            from tl import reproduce
+            from tl.cli import reproduce
 
             return reproduce.run(uri, args.run_id, args.tolerance)
-        from tl import catalog
+        from tl.cli import catalog
 
         return catalog.run(args.pattern)
     except TLError as e:

@@ -17,7 +17,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from tl import tracking
+from tl.tracking import store
 
 log = logging.getLogger(__name__)
 
@@ -52,16 +52,16 @@ def parent_for_job() -> Parent | None:
 
 class MlflowSweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        uri = tracking.resolve_uri(config.tracking)
-        client = tracking.prepare_store(uri)
-        exp_id = tracking.experiment_id(client, config.tracking.experiment, uri)
+        uri = store.resolve_uri(config.tracking)
+        client = store.prepare_store(uri)
+        exp_id = store.experiment_id(client, config.tracking.experiment, uri)
         sweep_dir = Path(config.hydra.sweep.dir)
         overrides = list(config.hydra.overrides.task)
         run = client.create_run(
             exp_id,
             run_name=f"sweep {sweep_dir.name}",
             tags={"tl.role": "sweep", "tl.sweep_dir": str(sweep_dir.resolve()),
-                  "tl.overrides": " ".join(overrides), "tl.git_commit": tracking.git_commit()},
+                  "tl.overrides": " ".join(overrides), "tl.git_commit": store.git_commit()},
         )
         parent = Parent(uri, exp_id, run.info.run_id)
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -83,7 +83,7 @@ def children(client, parent: Parent):
 def finish(parent: Parent) -> bool:
     """End the parent run from its children's statuses; print failures and where to look.
     Returns whether every child finished."""
-    client = tracking.client_for(parent.uri)
+    client = store.client_for(parent.uri)
     runs = children(client, parent)
     errors = {r.info.run_id: r.data.tags.get("tl.error", "") for r in runs}
     for r in runs:  # every job has returned by now: a RUNNING child's process was killed
@@ -109,7 +109,7 @@ def finish(parent: Parent) -> bool:
     for r in failed:  # a KILLED run's tl.error says how to resume it
         print(f"  {r.info.status}: {r.info.run_name} (run {r.info.run_id})  "
               f"[{r.data.tags.get('tl.overrides', '')}]\n    {errors[r.info.run_id]}")
-    print("Open the runs in MLflow:\n" + tracking.ui_hint(parent.uri, parent.experiment_id,
+    print("Open the runs in MLflow:\n" + store.ui_hint(parent.uri, parent.experiment_id,
                                                          [r.info.run_id for r in runs]))
     return ok
 

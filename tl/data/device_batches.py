@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
 
-from tl import seeding
+from tl.runtime import seeding
 
 
 class TensorBatches:

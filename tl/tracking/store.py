@@ -16,7 +16,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from tl.paths import project_root
+from tl.runtime.paths import project_root
 
 log = logging.getLogger(__name__)
 

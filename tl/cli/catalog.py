@@ -13,7 +13,9 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-CONF_MODELS = Path(__file__).resolve().parent.parent / "conf" / "model"
+from tl.runtime import paths
+
+CONF_MODELS = paths.conf_dir() / "model"
 OFFLINE, DOWNLOAD, NO_WEIGHTS = "offline", "download", "no weights"
 HF_FILES = ("model.safetensors", "pytorch_model.bin")  # what timm asks the hub for
 
@@ -96,7 +98,7 @@ def torchvision_models(pattern: str) -> list[Entry]:
 def timm_models(pattern: str) -> list[Entry]:
     import timm
 
-    from tl.lite0 import TIMM_NAME
+    from tl.models.lite0 import TIMM_NAME
 
     return [Entry(n, timm_weights(n), "offline as the preset model=efficientnet_lite0" if n == TIMM_NAME else "")
             for n in timm.list_models(pattern)]

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from tl import seeding
-from tl.checkpoints import load_into
+from tl.runtime import seeding
+from tl.models.weights import load_into
 from tl.errors import ConfigError
 
 log = logging.getLogger(__name__)

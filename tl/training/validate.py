@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from tl.backbones import SOURCES
-from tl.data import DATASETS
+from tl.models.backbones import SOURCES
+from tl.data.datasets import DATASETS
 from tl.errors import ConfigError
-from tl.optim import OPTIMIZERS, SCHEDULERS
-from tl.paths import resolve
-from tl.strategies import BN_MODES, STRATEGIES
+from tl.training.optim import OPTIMIZERS, SCHEDULERS
+from tl.runtime.paths import resolve
+from tl.training.strategies import BN_MODES, STRATEGIES
 
 
 def _positive_int(value, key: str) -> None:

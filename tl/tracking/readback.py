@@ -5,7 +5,7 @@ Lookups that fail say what the store does hold, so a wrong name or id is quick t
 
 from __future__ import annotations
 
-from tl import tracking
+from tl.tracking import store
 from tl.errors import TLError
 
 
@@ -15,11 +15,11 @@ class RunNotFound(TLError):
 
 def open_client(uri: str):
     """A client for an existing store; never creates an empty one where a user mistyped a path."""
-    path = tracking.sqlite_path(uri)
+    path = store.sqlite_path(uri)
     if path is not None and not path.is_file():
         raise TLError(f"there is no MLflow store at {uri}: run a sweep first "
                       "(python -m tl.train -m ...) or pass --tracking-uri URI")
-    return tracking.client_for(uri)
+    return store.client_for(uri)
 
 
 def find_experiment(client, name: str, uri: str):

@@ -16,9 +16,9 @@ import torch.nn.functional as F
 
 from torch import nn
 
-from tl.backbones import Backbone
+from tl.models.backbones import Backbone
 from tl.errors import ConfigError
-from tl.stages import matches
+from tl.models.stages import matches
 
 STRATEGIES = ("finetune", "freeze", "partial_freeze")
 BN_MODES = ("eval", "train", "frozen")

@@ -1,0 +1,1 @@
+"""The `tl` command (`main`) and its subcommands: `compare`, `reproduce`, `models` (`catalog`)."""
