@@ -5,12 +5,12 @@ import logging
 import pytest
 import torch
 
-from tl.models import backbones
-from tl.data import datasets
-from tl.models.backbones import DataConfig
-from tl.errors import ConfigError, DataError
-from tl.train import train
 from tests.conftest import compose_cfg, make_image_folder
+from tl.data import datasets
+from tl.errors import ConfigError, DataError
+from tl.models import backbones
+from tl.models.backbones import DataConfig
+from tl.train import train
 
 DATA = DataConfig(32, 36, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bilinear")
 

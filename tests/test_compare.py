@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from tl.cli.main import main as tl_command
 from tl.cli.compare import Row, matrices
+from tl.cli.main import main as tl_command
 
 
 @pytest.fixture(scope="module")

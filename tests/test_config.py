@@ -1,6 +1,5 @@
 """Every option of every config group composes into a complete config."""
 
-from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf

@@ -1,8 +1,8 @@
 """Datasets come out as the same train/val splits every time."""
 
+from tests.conftest import compose_cfg, make_image_folder
 from tl.data import datasets, sources
 from tl.models.backbones import DataConfig
-from tests.conftest import compose_cfg, make_image_folder
 
 DATA = DataConfig(32, 36, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bilinear")
 

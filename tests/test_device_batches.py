@@ -4,9 +4,9 @@ import torch
 import torch.nn.functional as F
 from mlflow.tracking import MlflowClient
 
+from tests.conftest import compose_cfg
 from tl.data.device_batches import DeviceTrainBatches, TensorBatches, random_boxes
 from tl.train import train
-from tests.conftest import compose_cfg
 
 
 def test_random_boxes_follow_random_resized_crop_rules():

@@ -11,11 +11,11 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from tl.training import diagnostics
+from tests.conftest import compose_cfg
 from tl.runtime import progress
 from tl.tracking import store as mlflow_store
 from tl.train import train
-from tests.conftest import compose_cfg
+from tl.training import diagnostics
 
 CLASSES = ["ants", "bees", "wasps"]
 
@@ -56,7 +56,7 @@ def test_log_diagnostics_logs_the_matrix_the_scores_and_a_sample_grid(store, tmp
 
 
 def test_a_finished_run_logs_diagnostics_of_its_best_checkpoint(fast_overrides, store, tmp_path):
-    best = train(compose_cfg(*fast_overrides, "strategy=partial_freeze"))
+    best = train(compose_cfg(*fast_overrides, "strategy=partial_freeze")).best_val_acc
     client = MlflowClient(store)
     (run,) = client.search_runs([client.get_experiment_by_name("tl").experiment_id])
     logged = {a.path for a in client.list_artifacts(run.info.run_id, "diagnostics")}
@@ -82,8 +82,8 @@ def test_sample_images_are_spread_over_the_val_set():
 
 
 def test_samples_are_the_uint8_images_the_model_saw_and_none_for_cached_features():
-    from tl.training.engine import Preprocess
     from tl.runtime.machine import Runtime
+    from tl.training.engine import Preprocess
 
     rt = Runtime(torch.device("cpu"), "fp32", "", False, 0, "")
     images = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from tl.models import backbones
 from tests.conftest import compose_cfg
+from tl.models import backbones
 
 PRESETS = ["alexnet", "vgg16", "resnet18", "efficientnet_lite0", "mobilenet_v3_small_scratch"]
 

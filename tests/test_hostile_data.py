@@ -12,12 +12,12 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from tl.data import datasets, checks
-from tl.models.backbones import DataConfig
-from tl.errors import DataError
-from tl.data.imagefiles import load_rgb
-from tl.train import train
 from tests.conftest import compose_cfg, make_image_folder
+from tl.data import checks, datasets
+from tl.data.imagefiles import load_rgb
+from tl.errors import DataError
+from tl.models.backbones import DataConfig
+from tl.train import train
 
 DATA = DataConfig(32, 36, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bilinear")
 

@@ -5,9 +5,9 @@ import torch
 from sklearn.datasets import load_sample_images
 from torchvision.transforms import v2
 
-from tl.models import backbones, lite0
-from tl.errors import ConfigError
 from tests.conftest import compose_cfg
+from tl.errors import ConfigError
+from tl.models import backbones, lite0
 
 
 def test_checkpoint_maps_one_for_one_onto_timm():

@@ -11,8 +11,8 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from tl.tracking import store as mlflow_store
 from tests.conftest import make_image_folder
+from tl.tracking import store as mlflow_store
 
 ROOT = Path(__file__).resolve().parent.parent
 CURVES = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")

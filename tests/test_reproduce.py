@@ -4,8 +4,13 @@ per-epoch metric matches; a run it cannot reproduce fails, naming what differs."
 from pathlib import Path
 
 from tl.cli.main import main as tl_command
+from tl.cli.reproduce import (
+    Difference,
+    config_differences,
+    environment_warnings,
+    metric_differences,
+)
 from tl.tracking import store as mlflow_store
-from tl.cli.reproduce import Difference, config_differences, environment_warnings, metric_differences
 
 
 def test_reproducing_a_run_gives_identical_metrics_and_exits_0(tiny_sweep, capsys):

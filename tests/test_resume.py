@@ -12,12 +12,12 @@ import torch
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from tl.training import checkpoints, resume
-from tl.runtime import seeding, signals
-from tl.errors import ConfigError
-from tl.train import train
 from tests.conftest import compose_cfg
 from tests.hooks import sigterm_after
+from tl.errors import ConfigError
+from tl.runtime import seeding, signals
+from tl.train import train
+from tl.training import checkpoints, resume
 
 CURVES = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")
 # Dropout (mobilenet's head), frozen stages with BatchNorm in eval mode, momentum, and a learning
@@ -81,7 +81,7 @@ def test_the_killed_run_keeps_a_checkpoint_of_its_last_complete_epoch(killed):
 
 def test_resume_finishes_the_same_run_with_the_metrics_of_an_uninterrupted_one(killed):
     run_id = killed["run"].info.run_id
-    best = train(compose_cfg(f"+resume={run_id}", f"tracking.uri={killed['store']}"))
+    best = train(compose_cfg(f"+resume={run_id}", f"tracking.uri={killed['store']}")).best_val_acc
     client, found = runs(killed["store"])
     assert len(found) == 2
     resumed, reference = client.get_run(run_id), killed["reference"]
@@ -185,7 +185,7 @@ def test_signal_handlers_are_restored_afterwards():
 
 
 def test_a_second_signal_ends_the_process_at_once():
-    code = ("import os, signal, time; from tl import signals\n"
+    code = ("import os, signal, time; from tl.runtime import signals\n"
             "with signals.stop_on_signals(), signals.deferred():\n"
             "    os.kill(os.getpid(), signal.SIGTERM)\n"
             "    print('first deferred', flush=True)\n"

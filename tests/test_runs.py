@@ -3,8 +3,8 @@
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tl.train import train
 from tests.conftest import compose_cfg
+from tl.train import train
 
 
 def only_run(store):
@@ -19,7 +19,7 @@ def history(client, run_id, key):
 
 
 def test_a_run_logs_params_tags_curves_and_artifacts(fast_overrides, store):
-    best = train(compose_cfg(*fast_overrides, "strategy=freeze"))
+    best = train(compose_cfg(*fast_overrides, "strategy=freeze")).best_val_acc
     client, run = only_run(store)
     assert run.info.status == "FINISHED"
     p, t, m = run.data.params, run.data.tags, run.data.metrics

@@ -4,14 +4,14 @@ answers as the slow ones, and reuse only what is still valid."""
 import torch
 from mlflow.tracking import MlflowClient
 
-from tl.models import backbones
+from tests.conftest import compose_cfg, make_image_folder
 from tl.data import decoded
-from tl.training import features, strategies
+from tl.models import backbones
 from tl.runtime import probe
-from tl.training.engine import Preprocess
 from tl.runtime.machine import Runtime
 from tl.train import train
-from tests.conftest import compose_cfg, make_image_folder
+from tl.training import features, strategies
+from tl.training.engine import Preprocess
 
 
 def runs(store):

@@ -4,11 +4,11 @@ stay put, trainable ones move."""
 import pytest
 import torch
 
+from tests.conftest import compose_cfg
+from tl.errors import ConfigError
 from tl.models import backbones
 from tl.training import strategies
-from tl.errors import ConfigError
 from tl.training.optim import build_optimizer
-from tests.conftest import compose_cfg
 
 
 def setup(strategy: str, *extra):

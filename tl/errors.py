@@ -11,3 +11,8 @@ class ConfigError(TLError, ValueError):
 
 class DataError(TLError):
     """A dataset that is missing, empty or malformed."""
+
+
+def not_one_of(key: str, value, choices) -> ConfigError:
+    """The one message for a name outside its choices: `raise not_one_of("strategy.name", ...)`."""
+    return ConfigError(f"{key}={value!r} is not one of {', '.join(map(str, choices))}")

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from tl.runtime.machine import Runtime
+from tl.runtime.precision import autocast
 
 
 def _timed(fn, reps: int) -> float:
@@ -28,7 +29,7 @@ def measure(model: nn.Module, rt: Runtime, batch: int = 32, size: int = 224, rep
     dtype = rt.autocast_dtype
 
     def train_step():
-        with torch.autocast(rt.device.type, dtype=dtype, enabled=dtype is not None):
+        with autocast(rt.device, dtype):
             loss = nn.functional.cross_entropy(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -36,7 +37,7 @@ def measure(model: nn.Module, rt: Runtime, batch: int = 32, size: int = 224, rep
 
     @torch.inference_mode()
     def eval_step():
-        with torch.autocast(rt.device.type, dtype=dtype, enabled=dtype is not None):
+        with autocast(rt.device, dtype):
             model(x)
 
     model.train()

@@ -30,11 +30,10 @@ def _child(spec: dict) -> dict:
         return tutorial.run(spec["root"], spec["model"], spec["strategy"], spec["epochs"], spec["pretrained"])
     if kind == "ceiling":
         import torchvision
-
-        from tl.runtime import machine
-        from tl.bench import ceiling
-
         from omegaconf import OmegaConf
+
+        from tl.bench import ceiling
+        from tl.runtime import machine
 
         rt = machine.resolve_runtime(OmegaConf.create({"device": "auto", "precision": "auto",
                                                        "channels_last": True, "num_workers": 0}))

@@ -14,8 +14,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tl.tracking import readback, sweep, store
 from tl.errors import TLError
+from tl.tracking import readback, store, sweep
 
 ARTIFACT_DIR = "compare"
 STRATEGY_ORDER = ("finetune", "partial_freeze", "freeze")

@@ -20,9 +20,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from tl.tracking import readback, store
 from tl.errors import TLError
 from tl.runtime import paths
+from tl.tracking import readback, store
 
 CONF_DIR = paths.conf_dir()  # as tl.train's @hydra.main sees it
 # Compared per epoch. Timings (epoch_seconds, images_per_second, train_seconds) vary run to run.
@@ -213,7 +213,7 @@ def checked_config(client, run) -> tuple[DictConfig, Path | None]:
 
 
 def run(uri: str, run_id: str, tolerance: float | None) -> int:
-    from tl.train import train
+    from tl.training.run import train
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per small file
     client = readback.open_client(uri)
@@ -236,10 +236,7 @@ def run(uri: str, run_id: str, tolerance: float | None) -> int:
     tags = {"tl.reproduces": run_id,
             **{k: original.data.tags[k] for k in ("tl.overrides", "tl.command") if k in original.data.tags}}
     with _training_logs(), _working_dir(launch_dir):  # relative paths mean what they did then
-        train(cfg, extra_tags=tags)
-    found = client.search_runs([exp.experiment_id], filter_string=f"tags.`tl.reproduces` = '{run_id}'",
-                               max_results=1, order_by=["attributes.start_time DESC"])
-    new = found[0]
+        new = client.get_run(train(cfg, extra_tags=tags).run_id)
     _say(f"Reproduction: run {new.info.run_id} (tag tl.reproduces={run_id})")
     for w in runtime_warnings(original.data.params, new.data.params):
         _warn(w)

@@ -11,15 +11,16 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from tl.data import decoded, imagefiles, sources
-from tl.runtime import parallel, seeding
-from tl.models.backbones import DataConfig
-from tl.errors import ConfigError, DataError
+from tl.data.batches import EpochLoader
 from tl.data.imagefiles import load_rgb
-from tl.runtime.paths import resolve
 from tl.data.transforms import train_transform, val_transform  # noqa: F401 (re-exported)
+from tl.errors import ConfigError, DataError, not_one_of
+from tl.models.backbones import DataConfig
+from tl.runtime import parallel, seeding
+from tl.runtime.paths import resolve
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +172,7 @@ def _cifar_splits(cfg, root: Path, data: DataConfig) -> Splits:
 def build_splits(cfg, data: DataConfig, cache_mb: float = 0, cache_scale: float = 1.5) -> Splits:
     """Train/val datasets of uint8 images. `cache_mb` > 0 decodes image files once into memory."""
     if cfg.name not in DATASETS:
-        raise ConfigError(f"dataset.name={cfg.name!r} is not one of {', '.join(DATASETS)}")
+        raise not_one_of("dataset.name", cfg.name, DATASETS)
     if cfg.get("root") in (None, "", "???"):
         raise ConfigError(f"dataset.root is not set: dataset={cfg.name} needs dataset.root=PATH")
     root = resolve(cfg.root)
@@ -202,11 +203,11 @@ def loaders(splits: Splits, batch_size: int, eval_batch_size: int, num_workers: 
     common = dict(num_workers=num_workers, pin_memory=pin_memory, worker_init_fn=_seed_worker,
                   persistent_workers=num_workers > 0,
                   multiprocessing_context=parallel.loader_context(num_workers))
-    # Order and augmentation of epoch e depend on (seed, e) only: call train.sampler.set_epoch(e).
-    train = DataLoader(seeding.SeededSamples(splits.train), batch_size=batch_size,
+    # Order and augmentation of epoch e depend on (seed, e) only: call train.set_epoch(e).
+    train = EpochLoader(seeding.SeededSamples(splits.train), batch_size=batch_size,
                        sampler=seeding.EpochSampler(len(splits.train), generator.initial_seed()),
                        generator=generator, drop_last=False, **common)
     # Its own generator: drawing worker seeds from the global RNG would shift dropout's stream.
-    val = DataLoader(splits.val, batch_size=eval_batch_size, shuffle=False,
+    val = EpochLoader(splits.val, batch_size=eval_batch_size, shuffle=False,
                      generator=torch.Generator(), **common)
     return train, val

@@ -31,6 +31,9 @@ class TensorBatches:
     def __len__(self) -> int:
         return -(-self.targets.numel() // self.batch_size)
 
+    def set_epoch(self, epoch: int) -> None:
+        """Val's order is fixed; nothing to reseed."""
+
     def __iter__(self):
         n = self.targets.numel()
         order = torch.randperm(n, generator=self.generator) if self.generator is not None else torch.arange(n)

@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from tl.models import heads, lite0, stages as stage_rules
+from tl.errors import ConfigError, not_one_of
+from tl.models import heads, lite0
+from tl.models import stages as stage_rules
 from tl.models.weights import load_into, read_state_dict
-from tl.errors import ConfigError
 from tl.runtime.paths import resolve
 
 SOURCES = ("torchvision", "timm", "lite0")
@@ -127,7 +128,7 @@ def create(cfg) -> Backbone:
     """The backbone with its original 1000-class head and weights loaded."""
     source = cfg.source
     if source not in SOURCES:
-        raise ConfigError(f"model.source={source!r} is not one of {', '.join(SOURCES)}")
+        raise not_one_of("model.source", source, SOURCES)
     if source == "torchvision":
         model, data = _torchvision(cfg)
     elif source == "timm":

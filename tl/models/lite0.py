@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from tl.errors import ConfigError
+from tl.runtime.io import load_tensors
 
 TIMM_NAME = "tf_efficientnet_lite0"
 
@@ -46,5 +47,5 @@ def map_state_dict(source: dict[str, torch.Tensor], target: dict[str, torch.Tens
 
 def load_pretrained(model: nn.Module) -> None:
     """Load the shipped ImageNet weights into a 1000-class timm tf_efficientnet_lite0."""
-    source = torch.load(checkpoint_path(), map_location="cpu", weights_only=True)
+    source = load_tensors(checkpoint_path())
     model.load_state_dict(map_state_dict(source, model.state_dict()))

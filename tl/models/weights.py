@@ -8,14 +8,14 @@ import torch
 from torch import nn
 
 from tl.errors import ConfigError
+from tl.runtime.io import load_tensors
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise ConfigError(f"model.weights={str(path)!r} does not exist: give the path of a .pt/.pth state dict")
     try:
-        # weights_only: a checkpoint is data, never code to execute.
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = load_tensors(path)
     except Exception as e:
         raise ConfigError(f"model.weights={str(path)!r} is not a loadable state dict: {e}") from None
     for key in ("state_dict", "model"):  # common checkpoint wrappers, tl's own included

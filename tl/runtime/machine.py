@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from tl.errors import ConfigError
+from tl.errors import ConfigError, not_one_of
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -89,9 +89,7 @@ def pick_precision(spec: str, device: torch.device) -> tuple[str, str]:
     spec = str(spec)
     if spec != "auto":
         if spec not in PRECISIONS:
-            raise ConfigError(
-                f"trainer.precision={spec!r} is not one of auto, {', '.join(PRECISIONS)}"
-            )
+            raise not_one_of("trainer.precision", spec, ("auto", *PRECISIONS))
         if spec == "fp16" and device.type == "cpu":
             raise ConfigError("trainer.precision=fp16 is CUDA only: use bf16 or fp32 on CPU")
         return spec, "set in config"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-
 # tl/runtime/paths.py -> the checkout that holds tl/ and conf/.
 _CHECKOUT = Path(__file__).resolve().parents[2]
 

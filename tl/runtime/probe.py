@@ -17,6 +17,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from tl.runtime import io
+from tl.runtime.precision import autocast
+
 log = logging.getLogger(__name__)
 
 COMBOS = [("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True)]
@@ -46,7 +49,7 @@ def _rate(precision: str, channels_last: bool, steps: int = 2) -> float:
     dtype = torch.bfloat16 if precision == "bf16" else None
 
     def step():
-        with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+        with autocast("cpu", dtype):
             loss = nn.functional.cross_entropy(model(x), y)
         opt.zero_grad()
         loss.backward()
@@ -82,10 +85,7 @@ def cpu_choice(cpu: str, bf16_native: bool) -> dict:
         result.update(precision="fp32", channels_last=best.endswith("+cl"), speedup_vs_fp32=fp32[best] / fp32["fp32"])
     result["cpu"] = cpu
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(result, indent=1))
-        os.replace(tmp, path)
+        io.atomic_write(path, lambda f: f.write(json.dumps(result, indent=1).encode()))
     except OSError as e:
         log.warning("could not cache the CPU probe at %s: %s", path, e)
     return result

@@ -5,8 +5,8 @@ Lookups that fail say what the store does hold, so a wrong name or id is quick t
 
 from __future__ import annotations
 
-from tl.tracking import store
 from tl.errors import TLError
+from tl.tracking import store
 
 
 class RunNotFound(TLError):

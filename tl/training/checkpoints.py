@@ -10,17 +10,14 @@ file in the same folder, then `os.replace`, so a kill mid-write leaves the previ
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
-from tl.runtime import seeding
-from tl.models.weights import load_into
 from tl.errors import ConfigError
+from tl.models.weights import load_into
+from tl.runtime import seeding
+from tl.runtime.io import atomic_save, load_tensors
 
 log = logging.getLogger(__name__)
 
@@ -50,24 +47,9 @@ def local_dir(artifact_uri: str) -> Path | None:
     return None
 
 
-def atomic_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def read(path: Path) -> dict:
     try:
-        # weights_only: a checkpoint is data, never code to execute.
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = load_tensors(path)
     except Exception as e:
         raise ConfigError(f"checkpoint {str(path)!r} cannot be loaded: {e}") from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:

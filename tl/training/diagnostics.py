@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 
 from tl.data.imagefiles import display
+from tl.runtime.io import load_tensors
+from tl.runtime.precision import autocast
 
 ARTIFACT_DIR = "diagnostics"
 MAX_SAMPLES = 16
@@ -144,7 +146,7 @@ def predict(model, loader, prep, rt, n_items: int, n_samples: int = MAX_SAMPLES)
     targets, preds, samples, seen = [], [], [], 0
     for x, y in loader:
         xd, _ = prep(x, y)
-        with torch.autocast(rt.device.type, dtype=rt.autocast_dtype, enabled=rt.autocast_dtype is not None):
+        with autocast(rt.device, rt.autocast_dtype):
             p = model(xd).argmax(1).cpu()
         y = y.cpu()
         targets += y.tolist()
@@ -159,7 +161,7 @@ def log_best(client, run_id: str, model, checkpoint: Path, job) -> None:
     """Diagnostics of the best checkpoint (the model whose val accuracy the run reports as
     `best_val_acc`), not of the final epoch's weights."""
     if checkpoint.is_file():  # absent with tracking.log_checkpoint=false: the final weights, then
-        state = torch.load(checkpoint, map_location=job.rt.device, weights_only=True)
+        state = load_tensors(checkpoint, map_location=job.rt.device)
         model.load_state_dict(state["model"])  # job.step_model is `model` or its head: both updated
     targets, preds, samples = predict(job.step_model, job.val_loader, job.prep, job.rt, job.n_val)
     if not samples and job.shown:  # trained on cached features: the images were kept aside

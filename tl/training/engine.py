@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from tl.runtime.machine import Runtime
+from tl.runtime.precision import autocast
 from tl.training.strategies import Plan, set_train_mode
 
 
@@ -46,7 +47,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer, criterion, rt: Runtime,
     seen = 0
     for x, y in loader:
         x, y = prep(x, y)
-        with torch.autocast(rt.device.type, dtype=rt.autocast_dtype, enabled=rt.autocast_dtype is not None):
+        with autocast(rt.device, rt.autocast_dtype):
             logits = model(x)
             loss = criterion(logits, y)
         optimizer.zero_grad(set_to_none=True)
@@ -71,7 +72,7 @@ def evaluate(model: nn.Module, loader, criterion, rt: Runtime, prep: Preprocess)
     loss_sum, correct, seen = 0.0, 0, 0
     for x, y in loader:
         x, y = prep(x, y)
-        with torch.autocast(rt.device.type, dtype=rt.autocast_dtype, enabled=rt.autocast_dtype is not None):
+        with autocast(rt.device, rt.autocast_dtype):
             logits = model(x)
         loss_sum += criterion(logits.float(), y).item() * y.numel()
         correct += (logits.argmax(1) == y).sum().item()

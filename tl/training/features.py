@@ -16,18 +16,18 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 
-from tl.runtime import seeding
 from tl.data import sources
 from tl.models.backbones import Backbone
+from tl.runtime import seeding
+from tl.runtime.io import atomic_save, load_tensors
 from tl.runtime.paths import resolve
+from tl.runtime.precision import autocast
 
 log = logging.getLogger(__name__)
 
@@ -87,23 +87,14 @@ def load(path: Path) -> Features | None:
     if not path.is_file():
         return None
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-        return Features(**obj)
+        return Features(**load_tensors(path))
     except Exception as e:  # a damaged cache file is recomputed, never trusted
         log.warning("ignoring unreadable feature cache %s (%s)", path, e)
         return None
 
 
 def save(path: Path, feats: Features) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(asdict(feats), tmp)
-        os.replace(tmp, path)  # readers never see half a file
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_save(asdict(feats), path)  # readers never see half a file
 
 
 @torch.inference_mode()
@@ -114,7 +105,7 @@ def _pass(model, head, loader, prep, rt) -> tuple[torch.Tensor, torch.Tensor]:
     try:
         for x, y in loader:
             x, y = prep(x, y)
-            with torch.autocast(rt.device.type, dtype=rt.autocast_dtype, enabled=rt.autocast_dtype is not None):
+            with autocast(rt.device, rt.autocast_dtype):
                 model(x)
             targets.append(y.cpu())
     finally:

@@ -6,7 +6,7 @@ from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from torch import nn
 
-from tl.errors import ConfigError
+from tl.errors import not_one_of
 
 # timm's "sgd" is Nesterov; the tutorial's SGD(momentum=0.9) is timm's "momentum".
 OPTIMIZERS = {"sgd": "momentum", "nesterov": "sgd", "adamw": "adamw"}
@@ -15,7 +15,7 @@ SCHEDULERS = ("step", "cosine")
 
 def build_optimizer(model: nn.Module, cfg):
     if cfg.name not in OPTIMIZERS:
-        raise ConfigError(f"optimizer.name={cfg.name!r} is not one of {', '.join(OPTIMIZERS)}")
+        raise not_one_of("optimizer.name", cfg.name, OPTIMIZERS)
     # Groups are built from trainable parameters only, after freezing: a frozen parameter in a
     # group would skew timm's per-group settings (pytorch-image-models#2691).
     params = [p for p in model.parameters() if p.requires_grad]
@@ -26,7 +26,7 @@ def build_optimizer(model: nn.Module, cfg):
 def build_scheduler(optimizer, cfg, epochs: int):
     """A per-epoch schedule: call `.step(epoch + 1)` after each epoch."""
     if cfg.name not in SCHEDULERS:
-        raise ConfigError(f"scheduler.name={cfg.name!r} is not one of {', '.join(SCHEDULERS)}")
+        raise not_one_of("scheduler.name", cfg.name, SCHEDULERS)
     if cfg.name == "step":
         scheduler, _ = create_scheduler_v2(
             optimizer, sched="step", num_epochs=epochs, decay_epochs=cfg.decay_epochs,

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from tl.training import checkpoints
-from tl.tracking import store
 from tl.errors import ConfigError
+from tl.tracking import store
+from tl.training import checkpoints
 
 log = logging.getLogger(__name__)
 

@@ -13,11 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch.nn.functional as F
-
 from torch import nn
 
+from tl.errors import ConfigError, not_one_of
 from tl.models.backbones import Backbone
-from tl.errors import ConfigError
 from tl.models.stages import matches
 
 STRATEGIES = ("finetune", "freeze", "partial_freeze")
@@ -49,7 +48,7 @@ class Plan:
 
 def frozen_stage_count(cfg, n_stages: int) -> int:
     if cfg.name not in STRATEGIES:
-        raise ConfigError(f"strategy.name={cfg.name!r} is not one of {', '.join(STRATEGIES)}")
+        raise not_one_of("strategy.name", cfg.name, STRATEGIES)
     if cfg.name == "finetune":
         return 0
     if cfg.name == "freeze":
@@ -64,11 +63,13 @@ def frozen_stage_count(cfg, n_stages: int) -> int:
     return k
 
 
-def apply(backbone: Backbone, cfg) -> Plan:
+def apply(backbone: Backbone, cfg, frozen_stages: int | None = None) -> Plan:
+    """Freeze what `cfg` says. `frozen_stages`: the count a run has already checked against this
+    backbone (`validate.frozen_stages`); None works it out here."""
     if cfg.bn not in BN_MODES:
-        raise ConfigError(f"strategy.bn={cfg.bn!r} is not one of {', '.join(BN_MODES)}")
+        raise not_one_of("strategy.bn", cfg.bn, BN_MODES)
     model = backbone.model
-    k = frozen_stage_count(cfg, len(backbone.stages))
+    k = frozen_stage_count(cfg, len(backbone.stages)) if frozen_stages is None else frozen_stages
     frozen_names = {n for stage in backbone.stages[:k] for n in stage}
     if cfg.name == "freeze":  # everything but the head, whatever the stage lists cover
         frozen_names = {

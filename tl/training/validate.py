@@ -1,13 +1,16 @@
-"""Config values checked before any work starts; each error names the key and the fix."""
+"""Config values checked before any work starts; each error names the key and the fix.
+
+`check(cfg)` needs the config alone; `frozen_stages(cfg, backbone)` needs the built backbone
+(not the data), so a run makes it right after building the model, before scanning images."""
 
 from __future__ import annotations
 
-from tl.models.backbones import SOURCES
 from tl.data.datasets import DATASETS
-from tl.errors import ConfigError
-from tl.training.optim import OPTIMIZERS, SCHEDULERS
+from tl.errors import ConfigError, not_one_of
+from tl.models.backbones import SOURCES, stage_count
 from tl.runtime.paths import resolve
-from tl.training.strategies import BN_MODES, STRATEGIES
+from tl.training.optim import OPTIMIZERS, SCHEDULERS
+from tl.training.strategies import BN_MODES, STRATEGIES, frozen_stage_count
 
 
 def _positive_int(value, key: str) -> None:
@@ -39,7 +42,7 @@ def _names(cfg) -> None:
         ("optimizer.name", cfg.optimizer.name, OPTIMIZERS), ("scheduler.name", cfg.scheduler.name, SCHEDULERS),
     ):
         if value not in choices:
-            raise ConfigError(f"{key}={value!r} is not one of {', '.join(choices)}")
+            raise not_one_of(key, value, choices)
 
 
 def _val_fraction(d) -> None:
@@ -57,3 +60,8 @@ def _val_fraction(d) -> None:
             f"dataset.val_fraction is null, but {str(root)!r} has no train/ and val/ folders to "
             "split by: set dataset.val_fraction=0.2 (say), or arrange the images as "
             "root/{train,val}/<class>/")
+
+
+def frozen_stages(cfg, backbone) -> int:
+    """How many stages the strategy freezes on this backbone, refused when it has fewer."""
+    return frozen_stage_count(cfg.strategy, stage_count(backbone, cfg.model.get("stages")))

@@ -1,0 +1,97 @@
+"""One run, from a composed config to a result in the store: `train(cfg) -> RunResult`.
+
+A new run logs its config and data facts, then trains from epoch 1. A resumed run
+(`+resume=RUN_ID`) reopens its own config, checks the facts still hold, restores model,
+optimizer, schedule and RNG states from its last checkpoint, and enters the same loop."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from tl.tracking import store
+from tl.training import checkpoints, diagnostics, jobs, lifecycle, loop, resume
+
+log = logging.getLogger("tl")
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_id: str
+    best_val_acc: float
+    best_epoch: int
+    train_seconds: float
+
+
+def train(cfg: DictConfig, extra_tags: dict[str, str] | None = None) -> RunResult:
+    """Train one model as `cfg` says, logging everything to MLflow.
+
+    With `resume=RUN_ID` it continues that run instead (see `tl.training.resume`). `extra_tags`
+    are set on a new run on top of (and over) its own, e.g. by `tl reproduce`."""
+    overrides, out_dir = lifecycle.hydra_job()
+    if cfg.get("resume"):
+        client, run_id, cfg = resume.reopen(cfg, overrides)
+        exp_id = client.get_run(run_id).info.experiment_id
+        result = lifecycle.to_the_end(client, run_id, lambda: _resumed(cfg, client, run_id))
+    else:
+        client, run_id, exp_id = lifecycle.create(cfg, overrides, extra_tags)
+        result = lifecycle.to_the_end(client, run_id, lambda: _new(cfg, client, run_id, out_dir))
+    if exp_id is not None:
+        print("Open the run in MLflow:\n" + store.ui_hint(store.resolve_uri(cfg.tracking), exp_id, [run_id]))
+    return result
+
+
+def _new(cfg: DictConfig, client, run_id: str, out_dir: Path | None) -> RunResult:
+    # The config first, so even a run that fails at once says what it was.
+    store.log_params(client, run_id, store.flatten(cfg))
+    s = jobs.build(cfg)
+    store.log_params(client, run_id, {
+        **s.facts, "runtime.feature_cache": s.job.feature_cache,
+        "data.image_cache_mb": round(s.job.cached_bytes / 2**20, 1)})
+    rt = s.job.rt
+    client.set_tag(run_id, "tl.precision", f"{rt.precision} ({rt.precision_reason})")
+    store.log_metrics(client, run_id, {**s.job.report.metrics, "setup_seconds": s.setup_seconds}, step=0)
+    with _staging() as work:
+        (work / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        client.log_artifact(run_id, str(work / "config.yaml"))
+        if out_dir is not None and (out_dir / ".hydra").is_dir():
+            client.log_artifacts(run_id, str(out_dir / ".hydra"), "hydra")
+        for name, content in s.job.report.files.items():
+            (work / name).write_text(content, encoding="utf-8")
+            client.log_artifact(run_id, str(work / name))
+        ckpts = checkpoints.RunCheckpoints(client, run_id, staging=work)
+        return _fit(cfg, client, run_id, s, ckpts, checkpoints.Progress(), loop.grad_scaler(rt.precision))
+
+
+def _resumed(cfg: DictConfig, client, run_id: str) -> RunResult:
+    s = jobs.build(cfg)
+    resume.check_unchanged(client, run_id, s.facts)  # logged when the run began; they must still hold
+    with _staging() as work:
+        ckpts = checkpoints.RunCheckpoints(client, run_id, staging=work)
+        scaler = loop.grad_scaler(s.job.rt.precision)
+        done = ckpts.restore(s.model, s.optimizer, s.scheduler, scaler, s.generator)
+        return _fit(cfg, client, run_id, s, ckpts, done, scaler)
+
+
+def _fit(cfg, client, run_id, s: jobs.Setup, ckpts, done: checkpoints.Progress, scaler) -> RunResult:
+    end = loop.run_epochs(cfg, client, run_id, s, scaler, ckpts, done)
+    ckpts.finish()
+    log.info("%s: best val acc %.4f at epoch %d", lifecycle.run_name(cfg), end.best, end.best_epoch)
+    diagnostics.log_best(client, run_id, s.model, ckpts.dir / checkpoints.BEST, s.job)
+    return RunResult(run_id, end.best, end.best_epoch, end.seconds)
+
+
+@contextmanager
+def _staging():
+    """A private folder for the files a run uploads (and, with a remote store, its checkpoints)."""
+    work = Path(tempfile.mkdtemp(prefix="tl-run-"))
+    try:
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
