@@ -69,7 +69,7 @@ def class_folders(root: Path) -> list[str]:
 
 def split_classes(train_dir: Path, val_dir: Path) -> list[str]:
     """The classes of a train/ + val/ tree: train's. A class val lacks is warned about later
-    (`tl.datacheck`); a class only val has cannot be predicted, so it is an error."""
+    (`tl.data.checks`); a class only val has cannot be predicted, so it is an error."""
     classes = class_folders(train_dir)
     only_val = sorted(set(class_folders(val_dir)) - set(classes))
     if only_val:

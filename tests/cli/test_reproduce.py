@@ -3,6 +3,8 @@ per-epoch metric matches; a run it cannot reproduce fails, naming what differs."
 
 from pathlib import Path
 
+import pytest
+
 from tl.cli.main import main as tl_command
 from tl.cli.reproduce import (
     Difference,
@@ -11,6 +13,8 @@ from tl.cli.reproduce import (
     metric_differences,
 )
 from tl.tracking import store as mlflow_store
+
+pytestmark = pytest.mark.slow  # end to end: whole sweeps in subprocesses
 
 
 def test_reproducing_a_run_gives_identical_metrics_and_exits_0(tiny_sweep, capsys):

@@ -5,9 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
-ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow  # end to end: whole sweeps in subprocesses
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_tl(*args, cwd):

@@ -10,6 +10,8 @@ import pytest
 from tl.cli.compare import Row, matrices
 from tl.cli.main import main as tl_command
 
+pytestmark = pytest.mark.slow  # end to end: whole sweeps in subprocesses
+
 
 @pytest.fixture(scope="module")
 def compared(tiny_sweep, tmp_path_factory):

@@ -17,6 +17,8 @@ import pytest
 
 from tests.conftest import make_image_folder
 
+pytestmark = pytest.mark.slow  # end to end: whole sweeps in subprocesses
+
 STARTUP_SECONDS = 180  # a cold start imports all of MLflow's server: ~15 s on 2 busy cores
 
 

@@ -8,13 +8,16 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from tests.conftest import make_image_folder
 from tl.tracking import store as mlflow_store
 
-ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow  # end to end: whole sweeps in subprocesses
+
+ROOT = Path(__file__).resolve().parents[2]
 CURVES = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")
 PER_EPOCH = (*CURVES, "epoch_seconds", "images_per_second", "train_images_per_second")
 SUMMARY = ("best_val_acc", "best_epoch", "train_seconds", "skipped_files")
