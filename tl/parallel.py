@@ -51,7 +51,14 @@ def sweep_jobs() -> int | None:
 
 def limit_threads() -> None:
     """Parallel jobs share the cores: each gets cores // n_jobs torch threads, as joblib gives
-    the BLAS/OpenMP pools, rather than every job using all cores and each slowing the others."""
+    the BLAS/OpenMP pools, rather than every job using all cores and each slowing the others.
+    A job of a Ray or submitit sweep gets the CPUs its launcher granted it."""
+    from tl import launchers
+
+    granted = launchers.granted_cpus()
+    if granted is not None:
+        torch.set_num_threads(granted)
+        return
     n_jobs = sweep_jobs()
     if n_jobs is None:
         return

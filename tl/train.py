@@ -20,7 +20,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from tl import (backbones, checkpointing, data, datacheck, decoded, device_batches, diagnostics,
-                features, parallel, paths, progress, resume, runtime, signals, strategies, sweep,
+                features, launchers, parallel, paths, progress, resume, runtime, signals, strategies, sweep,
                 tracking, validate)
 from tl.engine import Preprocess, evaluate, train_one_epoch
 from tl.errors import ConfigError
@@ -56,7 +56,7 @@ def train(cfg: DictConfig, extra_tags: dict[str, str] | None = None) -> float:
         client, run_id, cfg = resume.reopen(cfg, overrides)
         return _run(cfg, client, run_id, None, client.get_run(run_id).info.experiment_id)
     uri = tracking.resolve_uri(cfg.tracking)
-    parent = sweep.parent_for_job()
+    parent = sweep.parent_for_job(uri)
     if parent is not None:
         client, exp_id = tracking.client_for(uri), parent.experiment_id
     else:
@@ -91,7 +91,7 @@ def _run(cfg: DictConfig, client, run_id: str, out_dir: Path | None, exp_id: str
         client.set_tag(run_id, "tl.error", how)
         client.set_terminated(run_id, "KILLED")
         log.warning("run %s %s", run_id, how)
-        if parallel.in_loky_worker():  # a failed job, not the end of the sweep's other jobs
+        if launchers.in_sweep_worker():  # a failed job, not the end of the sweep's other jobs
             raise signals.JobKilled(f"run {run_id} {how}") from None
         raise
     except BaseException as e:
@@ -306,13 +306,14 @@ def _hydra_main(cfg: DictConfig) -> float:
 def main() -> None:
     """Exit status: 0 when every run finished; 1 when a run (or a sweep's job) failed or was
     killed in a parallel sweep; 128 + the signal's number when a signal stopped this process."""
-    code = 0
+    code, stopped_by = 0, None
     try:
-        _hydra_main()
+        with signals.stop_on_signals():  # also while a launcher waits for a sweep's jobs
+            _hydra_main()
     except KeyboardInterrupt as e:  # the run is KILLED in the store, and said how to resume
-        code = signals.exit_code(e)
+        code, stopped_by = signals.exit_code(e), signals.signal_name(e)
     finally:
-        if not sweep.finish_all() and code == 0:
+        if not sweep.finish_all(stopped_by) and code == 0:
             code = 1
     if code:
         sys.exit(code)
