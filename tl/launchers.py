@@ -188,6 +188,7 @@ class JoblibStop:
 
         from tl import sweep
 
+        sweep.check_can_launch()
         sweep.launched(len(job_overrides))
         stop = sweep_stop.Stop(
             cancel=lambda: _signal_pids(_loky_workers(), signal.SIGTERM),
@@ -217,6 +218,7 @@ def ray_launch(launcher, job_overrides, initial_job_idx):
 
     from tl import sweep
 
+    sweep.check_can_launch()
     setup_globals()
     configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
     Path(str(launcher.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
@@ -285,6 +287,7 @@ def submitit_launch(launcher, job_overrides, initial_job_idx):
 
     from tl import sweep
 
+    sweep.check_can_launch()
     params = dict(launcher.params)
     init_keys = {"max_num_timeout", "submitit_folder"}
     init = {"folder": params["submitit_folder"]}

@@ -41,6 +41,15 @@ class Parent:
 
 
 _ACTIVE: list[Parent] = []
+# Why this sweep must not launch: Hydra turns a callback's exception into a warning and goes
+# on, so the error is kept here and raised by tl's launchers (and in-process jobs) instead.
+_REFUSED: list[Exception] = []
+
+
+def check_can_launch() -> None:
+    """Raise the error that stopped `on_multirun_start`, before any job is launched."""
+    if _REFUSED:
+        raise _REFUSED[-1]
 
 
 def parent_for_job(uri: str) -> Parent | None:
@@ -55,6 +64,7 @@ def parent_for_job(uri: str) -> Parent | None:
     hc = HydraConfig.get()
     if hc.mode != RunMode.MULTIRUN:
         return None
+    check_can_launch()  # in-process jobs (Hydra's basic launcher) of a refused sweep
     run_id = hc.job.env_set.get(PARENT_ENV)
     if not run_id:
         raise SweepError(
@@ -92,9 +102,19 @@ class MlflowSweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         from tl import launchers
 
+        _REFUSED.clear()
+        launchers.adopt(config)
+        try:
+            self._start(config)
+        except Exception as e:
+            _REFUSED.append(e)
+            raise
+
+    def _start(self, config: DictConfig) -> None:
+        from tl import launchers
+
         uri = tracking.resolve_uri(config.tracking)
         launchers.check_store(config, uri)  # before anything is created or launched
-        launchers.adopt(config)
         client = tracking.prepare_store(uri)
         exp_id = tracking.experiment_id(client, config.tracking.experiment, uri)
         sweep_dir = Path(config.hydra.sweep.dir)
