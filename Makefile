@@ -12,7 +12,7 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check $(TORCH_PINS) -e '.[test,parallel]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check $(TORCH_PINS) -e '.[test,parallel,ray,slurm]'
 	$(BIN)/python -c "import torch, torchvision, timm, hydra, mlflow, tl"
 	touch $(STAMP)
 

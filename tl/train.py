@@ -11,7 +11,7 @@ import hydra
 from omegaconf import DictConfig
 
 from tl.runtime import paths, signals
-from tl.tracking import sweep
+from tl.sweeps import sweep
 from tl.training.run import RunResult, train
 
 __all__ = ["main", "train", "RunResult"]
@@ -26,13 +26,14 @@ def _hydra_main(cfg: DictConfig) -> float:
 def main() -> None:
     """Exit status: 0 when every run finished; 1 when a run (or a sweep's job) failed or was
     killed in a parallel sweep; 128 + the signal's number when a signal stopped this process."""
-    code = 0
+    code, stopped_by = 0, None
     try:
-        _hydra_main()
+        with signals.stop_on_signals():  # also while a launcher waits for a sweep's jobs
+            _hydra_main()
     except KeyboardInterrupt as e:  # the run is KILLED in the store, and said how to resume
-        code = signals.exit_code(e)
+        code, stopped_by = signals.exit_code(e), signals.signal_name(e)
     finally:
-        if not sweep.finish_all() and code == 0:
+        if not sweep.finish_all(stopped_by) and code == 0:
             code = 1
     if code:
         sys.exit(code)

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tl.errors import TLError
-from tl.tracking import readback, store, sweep
+from tl.sweeps import sweep
+from tl.tracking import readback, store
 
 ARTIFACT_DIR = "compare"
 STRATEGY_ORDER = ("finetune", "partial_freeze", "freeze")

@@ -51,7 +51,12 @@ def sweep_jobs() -> int | None:
 
 def limit_threads() -> None:
     """Parallel jobs share the cores: each gets cores // n_jobs torch threads, as joblib gives
-    the BLAS/OpenMP pools, rather than every job using all cores and each slowing the others."""
+    the BLAS/OpenMP pools, rather than every job using all cores and each slowing the others.
+    A job of a Ray or submitit sweep gets the CPUs its launcher granted it."""
+    granted = granted_cpus()
+    if granted is not None:
+        torch.set_num_threads(granted)
+        return
     n_jobs = sweep_jobs()
     if n_jobs is None:
         return
@@ -61,3 +66,45 @@ def limit_threads() -> None:
     if n_jobs > cores() and not torch.cuda.is_available():
         log.warning("hydra.launcher.n_jobs=%d is more than the %d CPU cores: jobs will slow each other; "
                     "use n_jobs <= %d", n_jobs, cores(), cores())
+
+
+def in_sweep_worker() -> bool:
+    """Whether this process runs a job for a launcher elsewhere (so a signal here ends this
+    job only, as a failed job, and the sweep goes on)."""
+    return in_loky_worker() or in_ray_worker() or submitit_executor() is not None
+
+
+def in_ray_worker() -> bool:
+    import sys
+
+    if "ray" not in sys.modules:
+        return False
+    import ray
+
+    return ray.is_initialized() and ray.get_runtime_context().worker.mode == ray.WORKER_MODE
+
+
+def submitit_executor() -> str | None:
+    return os.environ.get("SUBMITIT_EXECUTOR")
+
+
+def granted_cpus() -> int | None:
+    """CPUs the launcher granted this job: Ray's `num_cpus` for the task, SLURM's
+    `cpus_per_task` (or submitit_local's), else None (not such a job, or nothing granted)."""
+    if in_ray_worker():
+        import ray
+
+        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
+        return max(1, int(cpus)) if cpus else None
+    executor = submitit_executor()
+    if executor is None:
+        return None
+    if os.environ.get("SLURM_CPUS_PER_TASK", "").isdigit():
+        return max(1, int(os.environ["SLURM_CPUS_PER_TASK"]))
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        cpus = HydraConfig.get().launcher.get("cpus_per_task")
+        if cpus is not None:
+            return max(1, int(cpus))
+    return None

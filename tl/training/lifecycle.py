@@ -13,7 +13,8 @@ from typing import TypeVar
 from omegaconf import DictConfig
 
 from tl.runtime import parallel, paths, signals
-from tl.tracking import store, sweep
+from tl.sweeps import sweep
+from tl.tracking import store
 from tl.training import resume
 
 log = logging.getLogger("tl")
@@ -42,7 +43,7 @@ def create(cfg: DictConfig, overrides: list[str], extra_tags: dict[str, str] | N
     """A new run, in its sweep's experiment (as a child of the sweep's parent) or in
     `tracking.experiment`. Returns (client, run_id, experiment id when not in a sweep)."""
     uri = store.resolve_uri(cfg.tracking)
-    parent = sweep.parent_for_job()
+    parent = sweep.parent_for_job(uri)
     if parent is not None:
         client, exp_id = store.client_for(uri), parent.experiment_id
     else:
@@ -74,7 +75,7 @@ def to_the_end(client, run_id: str, body: Callable[[], T]) -> T:
         client.set_tag(run_id, "tl.error", how)
         client.set_terminated(run_id, "KILLED")
         log.warning("run %s %s", run_id, how)
-        if parallel.in_loky_worker():  # a failed job, not the end of the sweep's other jobs
+        if parallel.in_sweep_worker():  # a failed job, not the end of the sweep's other jobs
             raise signals.JobKilled(f"run {run_id} {how}") from None
         raise
     except BaseException as e:

@@ -64,7 +64,7 @@ def test_a_failed_job_fails_its_run_and_the_parent_but_not_the_others(tiny_data,
 
 
 def test_a_child_its_dead_process_left_running_ends_killed_and_resumable(shared_store, capsys):
-    from tl.tracking import sweep
+    from tl.sweeps import sweep
 
     client = MlflowClient(shared_store)
     exp = client.create_experiment("dead-worker")
