@@ -17,7 +17,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from tl import checkpointing, tracking
+from tl import checkpointing, remote, tracking
 from tl.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,10 @@ def reopen(cfg: DictConfig, overrides: list[str]):
     uri = tracking.resolve_uri(cfg.tracking)
     client = tracking.prepare_store(uri)
     try:
-        run = client.get_run(rid)
+        with remote.refusals(uri, f"reading run {rid}"):
+            run = client.get_run(rid)
+    except remote.ServerError:
+        raise
     except Exception:
         raise ConfigError(f"resume={rid}: no such run in {uri}. Check the id, or pass "
                           "tracking.uri=... for the store the run is in") from None
@@ -122,7 +125,8 @@ def reopen(cfg: DictConfig, overrides: list[str]):
         saved.tracking.uri = cfg.tracking.get("uri")
         if "trainer.num_workers" in given:
             saved.trainer.num_workers = cfg.trainer.num_workers
-    client.update_run(rid, status="RUNNING")
+    with remote.refusals(uri, f"resuming run {rid}"):
+        client.update_run(rid, status="RUNNING")
     for key in ("tl.error", "tl.error_type"):
         if key in run.data.tags:
             client.delete_tag(rid, key)

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from tl import (backbones, checkpointing, data, datacheck, decoded, device_batches, diagnostics,
                 features, parallel, paths, progress, resume, runtime, signals, strategies, sweep,
                 tracking, validate)
+from tl import remote
 from tl.engine import Preprocess, evaluate, train_one_epoch
 from tl.errors import ConfigError
 from tl.optim import build_optimizer, build_scheduler
@@ -300,7 +301,16 @@ def _set_epoch(loader, epoch: int) -> None:
 # An absolute path: the `tl-train` script's caller is no file next to conf/.
 @hydra.main(version_base="1.3", config_path=str(paths.project_root() / "conf"), config_name="train")
 def _hydra_main(cfg: DictConfig) -> float:
-    return train(cfg)
+    try:
+        return train(cfg)
+    except remote.ServerError as e:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        if HydraConfig.get().mode == RunMode.MULTIRUN:  # one job of a sweep: it fails, the sweep goes on
+            raise
+        print(f"tl-train: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def main() -> None:
