@@ -28,6 +28,7 @@ from tl.errors import ConfigError
 REPO = Path(__file__).resolve().parent.parent
 ALICE = ("alice", "alice-pass-5678")  # creates the experiment: she may write to it
 BOB = ("bob", "bob-pass-5678")        # granted READ on it: he may look, not log
+CAROL = ("carol", "carol-pass-5678")  # granted nothing: with NO_PERMISSIONS she sees nothing
 EXPERIMENT = "team"
 
 
@@ -97,10 +98,10 @@ def admin_client(server):
 
 @pytest.fixture(scope="module")
 def team(team_server):
-    """The server with two users: alice logs the first run (so the experiment is hers); bob
-    is granted READ on that experiment."""
+    """The server with three users: alice logs the first run (so the experiment is hers); bob
+    is granted READ on that experiment, carol nothing."""
     with admin_client(team_server) as admin:
-        for user, password in (ALICE, BOB):
+        for user, password in (ALICE, BOB, CAROL):
             admin.create_user(user, password)
     work = team_server.root / "work"
     data = make_image_folder(work / "data")
@@ -128,7 +129,8 @@ def test_the_runs_artifacts_live_on_the_server_and_read_back_over_rest(team):
     run_id = team.run["info"]["run_id"]
     assert team.run["info"]["artifact_uri"].startswith("mlflow-artifacts:/")
     assert {"config.yaml", "checkpoints"} <= listing(team.server, run_id)
-    assert "checkpoints/best.pt" in listing(team.server, run_id, "checkpoints")
+    # A finished run keeps its best model; its resume point is deleted, as in a local store.
+    assert listing(team.server, run_id, "checkpoints") == {"checkpoints/best.pt"}
     served = api(team.server, "/get-artifact", run_id=run_id, path="config.yaml").decode()
     assert OmegaConf.create(served).trainer.epochs == 2
     # The server keeps them in its artifacts folder: the client needed no access to it.
@@ -172,14 +174,28 @@ def test_a_user_without_write_permission_cannot_log_to_the_experiment(team):
 
 
 def test_a_user_who_may_not_see_the_experiment_is_refused_too(team):
-    carol = ("carol", "carol-pass-5678")
-    with admin_client(team.server) as admin:
-        admin.create_user(*carol)
     before = len(all_runs(team.server))
-    out = tl_train(team.url, *run_overrides(team.work / "missing"), login=carol, cwd=team.work / "carol")
+    out = tl_train(team.url, *run_overrides(team.work / "missing"), login=CAROL, cwd=team.work / "carol")
     assert_refused_before_training(
         out, f"the MLflow server at {team.url} denied user 'carol' access to experiment '{EXPERIMENT}'",
         before, team.server)
+
+
+def test_a_sweep_without_write_permission_stops_before_its_parent_run(team):
+    before = len(all_runs(team.server))
+    out = tl_train(team.url, "-m", "strategy=freeze,finetune", *run_overrides(team.work / "missing"),
+                   f"hydra.sweep.dir={team.work / 'bob-sweep'}", login=BOB, cwd=team.work / "bob-sweep-cwd")
+    assert out.returncode != 0
+    assert f"the MLflow server at {team.url} denied user 'bob' writing to experiment '{EXPERIMENT}'" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert len(all_runs(team.server)) == before
+
+
+def test_resuming_a_run_the_user_may_not_see_is_refused(team):
+    run_id = team.run["info"]["run_id"]
+    out = tl_train(team.url, f"+resume={run_id}", login=CAROL, cwd=team.work / "carol-resume")
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert f"tl-train: error: the MLflow server at {team.url} denied user 'carol' reading run {run_id}" in out.stderr
 
 
 def test_an_unreachable_server_is_one_clear_error_before_training(tmp_path):
@@ -210,6 +226,7 @@ def test_a_killed_run_resumes_through_the_server_with_every_epoch_logged(team):
     for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
         # Once each: epoch 1 was not trained again.
         assert sorted(m["step"] for m in history(team.server, run_id, key)) == [1, 2, 3], key
+    assert listing(team.server, run_id, "checkpoints") == {"checkpoints/best.pt"}
 
 
 def test_sigterm_to_tl_server_stops_the_whole_server(team, tmp_path):
