@@ -69,7 +69,9 @@ def tl_train(server_url: str, *overrides: str, login=None, cwd: Path, timeout=60
     if login is not None:
         env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"] = login
     cwd.mkdir(parents=True, exist_ok=True)
-    return subprocess.run([sys.executable, "-m", "tl.train", f"tracking.uri={server_url}", *overrides],
+    flags = [o for o in overrides if o.startswith("-")]  # Hydra's own, e.g. -m, before the overrides
+    rest = [o for o in overrides if not o.startswith("-")]
+    return subprocess.run([sys.executable, "-m", "tl.train", *flags, f"tracking.uri={server_url}", *rest],
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -204,6 +206,14 @@ def test_an_unreachable_server_is_one_clear_error_before_training(tmp_path):
     assert out.returncode == 2, out.stderr[-3000:]
     assert f"tl-train: error: cannot reach the MLflow server at {url} (connection refused" in out.stderr
     assert "Traceback" not in out.stderr and "dataset.root" not in out.stderr
+
+
+def test_tl_compare_against_an_unreachable_server_is_one_clear_error(capsys):
+    from tl import cli
+
+    url = f"http://127.0.0.1:{free_port()}"
+    assert cli.main(["compare", "--tracking-uri", url]) == 2
+    assert capsys.readouterr().err.startswith(f"tl compare: error: cannot reach the MLflow server at {url}")
 
 
 def test_a_killed_run_resumes_through_the_server_with_every_epoch_logged(team):
