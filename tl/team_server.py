@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -184,40 +185,49 @@ def serve(cfg: DictConfig) -> int:
         os.chmod(ini, 0o600)
         env["MLFLOW_AUTH_CONFIG_PATH"] = str(ini)
     print(connect_hint(cfg), flush=True)
-    proc = subprocess.Popen(command(cfg), env=env, start_new_session=True)
-    stopped = []
+    procs: list[subprocess.Popen] = []
+    stopped: list[int] = []
 
     def stop(signum, frame):
         stopped.append(signum)
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+        for p in procs:
+            _signal_group(p.pid, signal.SIGTERM)
 
+    # Handlers first: a signal between the start and the handlers would orphan the server.
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
+        proc = subprocess.Popen(command(cfg), env=env, start_new_session=True)
+        procs.append(proc)
+        if stopped:
+            _signal_group(proc.pid, signal.SIGTERM)
         code = proc.wait()
         _end_group(proc.pid)  # uvicorn's workers may outlive the CLI by a moment
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
         if ini_dir is not None:
-            import shutil
-
             shutil.rmtree(ini_dir, ignore_errors=True)
     return 128 + stopped[0] if stopped else code
 
 
+def _signal_group(pgid: int, sig: int) -> bool:
+    """Send `sig` to the process group; False when none of it is left."""
+    try:
+        os.killpg(pgid, sig)
+        return True
+    except ProcessLookupError:
+        return False
+
+
 def _end_group(pgid: int, grace: float = 20) -> None:
+    """SIGTERM to what is left of the group, SIGKILL after `grace` seconds."""
+    if not _signal_group(pgid, signal.SIGTERM):
+        return
     deadline = time.monotonic() + grace
-    sig = signal.SIGTERM
-    while True:
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
-            return
+    while _signal_group(pgid, 0):
         if time.monotonic() > deadline:
-            sig = signal.SIGKILL
+            _signal_group(pgid, signal.SIGKILL)
+            return
         time.sleep(0.2)
 
 
