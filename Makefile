@@ -6,13 +6,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.tl-installed
 
-.PHONY: install quickstart test tutorial ui bench clean
+.PHONY: install quickstart test tutorial ui server bench clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check $(TORCH_PINS) -e '.[test,parallel,ray,slurm]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check $(TORCH_PINS) -e '.[test,parallel,ray,slurm,team]'
 	$(BIN)/python -c "import torch, torchvision, timm, hydra, mlflow, tl"
 	touch $(STAMP)
 
@@ -27,6 +27,11 @@ tutorial: install
 
 ui: install
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --host 127.0.0.1 --port 5000
+
+# The team's MLflow server from conf/server/team.yaml (README: "A team MLflow server"), e.g.
+#   MLFLOW_AUTH_ADMIN_PASSWORD=... make server ARGS="port=5001"
+server: install
+	$(BIN)/python -m tl server $(ARGS)
 
 clean:
 	rm -rf multirun outputs mlruns

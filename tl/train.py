@@ -5,11 +5,13 @@ The thin Hydra entry over `tl.training.run.train(cfg)`, the plain core that test
 
 from __future__ import annotations
 
+import os
 import sys
 
 import hydra
 from omegaconf import DictConfig
 
+from tl.errors import TLError
 from tl.runtime import paths, signals
 from tl.sweeps import sweep
 from tl.training.run import RunResult, train
@@ -20,12 +22,29 @@ __all__ = ["main", "train", "RunResult"]
 # An absolute path: the `tl-train` script's caller is no file next to conf/.
 @hydra.main(version_base="1.3", config_path=str(paths.conf_dir()), config_name="train")
 def _hydra_main(cfg: DictConfig) -> float:
-    return train(cfg).best_val_acc
+    try:
+        return train(cfg).best_val_acc
+    except TLError as e:
+        # A config, data or server error is a message, not a crash: no traceback, exit status 2.
+        # A sweep's job still fails through Hydra, so the sweep goes on; HYDRA_FULL_ERROR=1
+        # keeps the trace.
+        if _single_run() and os.environ.get("HYDRA_FULL_ERROR") != "1":
+            print(f"tl-train: error: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
+        raise
+
+
+def _single_run() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.RUN
 
 
 def main() -> None:
     """Exit status: 0 when every run finished; 1 when a run (or a sweep's job) failed or was
-    killed in a parallel sweep; 128 + the signal's number when a signal stopped this process."""
+    killed in a parallel sweep; 2 when a single run's config, data or tracking server is wrong
+    (the message, no traceback); 128 + the signal's number when a signal stopped this process."""
     code, stopped_by = 0, None
     try:
         with signals.stop_on_signals():  # also while a launcher waits for a sweep's jobs

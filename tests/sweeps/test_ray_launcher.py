@@ -10,9 +10,24 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.sweep_support import (CURVES, RAY, data_folder, fetch_artifact, history, job_args, kill_all,
-                          marked_processes, metrics, mlflow_server, new_mark, params, run_tl, start_tl,
-                          sweep_runs, tags, wait_for)
+from tests.sweep_support import (
+    CURVES,
+    RAY,
+    data_folder,
+    fetch_artifact,
+    history,
+    job_args,
+    kill_all,
+    marked_processes,
+    metrics,
+    new_mark,
+    params,
+    run_tl,
+    start_tl,
+    sweep_runs,
+    tags,
+    wait_for,
+)
 from tests.tracking.test_server import listing
 
 MODELS = ["model.name=test_resnet,test_efficientnet", "strategy=finetune,freeze"]

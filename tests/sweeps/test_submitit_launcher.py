@@ -8,9 +8,21 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from tests.sweep_support import (CURVES, data_folder, fetch_artifact, history, job_args, kill_all, metrics,
-                          mlflow_server, new_mark, params, run_tl, sweep_runs, tags)
 from tests.conftest import CONF
+from tests.sweep_support import (
+    CURVES,
+    data_folder,
+    fetch_artifact,
+    history,
+    job_args,
+    kill_all,
+    metrics,
+    new_mark,
+    params,
+    run_tl,
+    sweep_runs,
+    tags,
+)
 from tests.tracking.test_server import listing
 from tl.errors import ConfigError
 

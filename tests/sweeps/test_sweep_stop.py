@@ -11,9 +11,23 @@ import time
 
 import pytest
 
-from tests.sweep_support import (RAY, data_folder, epochs_logged, history, job_args, kill_all,
-                          marked_processes, metrics, mlflow_server, new_mark, run_tl, start_tl,
-                          sweep_runs, tags, tl_env, wait_for)
+from tests.sweep_support import (
+    RAY,
+    data_folder,
+    epochs_logged,
+    history,
+    job_args,
+    kill_all,
+    marked_processes,
+    metrics,
+    new_mark,
+    run_tl,
+    start_tl,
+    sweep_runs,
+    tags,
+    tl_env,
+    wait_for,
+)
 
 LAUNCHERS = {
     "joblib": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],

@@ -28,7 +28,7 @@ def _tolerance(text: str) -> float:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="tl", description="Compare a sweep's runs, reproduce a run, list the backbones. "
+        prog="tl", description="Compare a sweep's runs, reproduce a run, list the backbones, run the team server. "
                                "Train with: python -m tl.train (add -m for a sweep).")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -57,6 +57,15 @@ def parser() -> argparse.ArgumentParser:
                                    "matching PATTERN, marking those whose weights are on this machine.")
     m.add_argument("pattern", nargs="?", default="*", metavar="PATTERN",
                    help="fnmatch pattern, e.g. 'res*' or '*vit*' (default: all)")
+
+    s = sub.add_parser("server", help="run the team's MLflow server (PostgreSQL, served artifacts, logins)",
+                       description="Start MLflow's tracking server from conf/server/team.yaml: runs in "
+                                   "PostgreSQL, artifacts served through the server, MLflow's basic-auth "
+                                   "logins. The admin's login comes from MLFLOW_AUTH_ADMIN_USERNAME / "
+                                   "MLFLOW_AUTH_ADMIN_PASSWORD. Runs until Ctrl-C or SIGTERM.")
+    s.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="config overrides, e.g. port=5001 host=0.0.0.0 auth.default_permission=READ")
+    s.add_argument("--config", metavar="PATH", help="another server config (default: conf/server/team.yaml)")
     return p
 
 
@@ -70,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
             from tl.cli import compare
 
             return compare.run(uri, args.experiment, args.sweep, args.out)
+        if args.command == "server":
+            from tl.cli import server
+
+            return server.run(args.overrides, args.config)
         if args.command == "reproduce":
             from tl.cli import reproduce
 

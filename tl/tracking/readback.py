@@ -6,7 +6,7 @@ Lookups that fail say what the store does hold, so a wrong name or id is quick t
 from __future__ import annotations
 
 from tl.errors import TLError
-from tl.tracking import store
+from tl.tracking import remote, store
 
 
 class RunNotFound(TLError):
@@ -19,6 +19,8 @@ def open_client(uri: str):
     if path is not None and not path.is_file():
         raise TLError(f"there is no MLflow store at {uri}: run a sweep first "
                       "(python -m tl.train -m ...) or pass --tracking-uri URI")
+    if remote.is_remote(uri):  # a clear error for a server that is down or refuses the login
+        remote.check_server(uri)
     return store.client_for(uri)
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from tl.runtime.paths import project_root
+from tl.tracking import remote
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,10 @@ def client_for(uri: str):
 
 
 def prepare_store(uri: str):
-    """Create the store once, up front: concurrent first use of SQLite races (mlflow#20014)."""
+    """Create the store once, up front: concurrent first use of SQLite races (mlflow#20014).
+    A server is checked instead: reachable, and accepting the login (`tl.remote`)."""
+    if remote.is_remote(uri):
+        remote.check_server(uri)
     path = sqlite_path(uri)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -61,6 +65,14 @@ def prepare_store(uri: str):
 
 
 def experiment_id(client, name: str, uri: str) -> str:
+    with remote.refusals(uri, f"access to experiment {name!r}"):
+        exp_id = _experiment_id(client, name, uri)
+    if remote.is_remote(uri):  # before any run exists: a refusal must not leave one half-logged
+        remote.check_can_write(uri, exp_id, name)
+    return exp_id
+
+
+def _experiment_id(client, name: str, uri: str) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id

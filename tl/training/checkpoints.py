@@ -119,3 +119,13 @@ class RunCheckpoints:
         """A finished run needs no resume point; `best.pt` stays."""
         if not self.upload:
             (self.dir / LAST).unlink(missing_ok=True)
+            return
+        from mlflow.store.artifact.artifact_repository_registry import (
+            get_artifact_repository,
+        )
+
+        try:
+            get_artifact_repository(self.client.get_run(self.run_id).info.artifact_uri,
+                                    tracking_uri=self.client.tracking_uri).delete_artifacts(f"{FOLDER}/{LAST}")
+        except Exception as e:  # a store that cannot delete; a team server lets only MANAGE delete
+            log.info("finished run %s keeps %s/%s in its artifact store (%s)", self.run_id, FOLDER, LAST, e)

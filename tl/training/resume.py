@@ -18,7 +18,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from tl.errors import ConfigError
-from tl.tracking import store
+from tl.tracking import remote, store
 from tl.training import checkpoints
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,10 @@ def reopen(cfg: DictConfig, overrides: list[str]):
     uri = store.resolve_uri(cfg.tracking)
     client = store.prepare_store(uri)
     try:
-        run = client.get_run(rid)
+        with remote.refusals(uri, f"reading run {rid}"):
+            run = client.get_run(rid)
+    except remote.ServerError:
+        raise
     except Exception:
         raise ConfigError(f"resume={rid}: no such run in {uri}. Check the id, or pass "
                           "tracking.uri=... for the store the run is in") from None
@@ -123,7 +126,8 @@ def reopen(cfg: DictConfig, overrides: list[str]):
         saved.tracking.uri = cfg.tracking.get("uri")
         if "trainer.num_workers" in given:
             saved.trainer.num_workers = cfg.trainer.num_workers
-    client.update_run(rid, status="RUNNING")
+    with remote.refusals(uri, f"resuming run {rid}"):
+        client.update_run(rid, status="RUNNING")
     for key in ("tl.error", "tl.error_type"):
         if key in run.data.tags:
             client.delete_tag(rid, key)
