@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -30,7 +30,7 @@ from tl.paths import resolve
 
 log = logging.getLogger(__name__)
 
-FORMAT = 3  # bump when what is cached, or how, changes
+FORMAT = 4  # bump when what is cached, or how, changes
 
 
 @dataclass
@@ -43,6 +43,10 @@ class Features:
     report_metrics: dict[str, int]  # the data check's findings, logged on a cache hit too
     report_files: dict[str, str]
     shown: dict[int, torch.Tensor]  # val index -> its uint8 image, for the diagnostics' grid
+    test: torch.Tensor | None = None          # [T, D], when the dataset has a test split
+    test_targets: torch.Tensor | None = None  # [T]
+    shown_test: dict[int, torch.Tensor] = field(default_factory=dict)
+    layout: dict | None = None  # `tl.layout.summary` of the splits the features came from
 
 
 def applicable(cfg) -> bool:
@@ -73,6 +77,7 @@ def cache_key(cfg, backbone: Backbone, precision: str) -> str:
         "model": {"source": backbone.source, "name": backbone.name, **_weights_identity(cfg)},
         "data": asdict(backbone.data),
         "dataset": dataset,
+        # the whole tree: train, val and test folders alike (and `dataset` above: splits, fractions)
         "content": sources.tree_fingerprint(root) if root.exists() else "absent",
         "views": int(cfg.strategy.feature_cache.views),
         "seed": int(cfg.trainer.seed),
@@ -143,11 +148,14 @@ def extract(backbone: Backbone, splits, report, views: int, rt, prep, seed: int,
         splits.train.transform = aug
     from tl.diagnostics import MAX_SAMPLES, spread
 
-    # plain tensors: a tv_tensors.Image subclass would not load under weights_only
-    shown = {i: splits.val[i][0].as_subclass(torch.Tensor).clone()
-             for i in sorted(spread(len(splits.val), MAX_SAMPLES))}
+    def kept(ds):  # plain tensors: a tv_tensors.Image subclass would not load under weights_only
+        return {i: ds[i][0].as_subclass(torch.Tensor).clone() for i in sorted(spread(len(ds), MAX_SAMPLES))}
+
+    # Test last: computing it draws no random numbers the train views or the head depend on.
+    test, test_y = _pass(model, head, loader(splits.test), prep, rt) if splits.test is not None else (None, None)
     return Features(splits.classes, torch.stack(train_views), train_y, val, val_y,
-                    dict(report.metrics), dict(report.files), shown)
+                    dict(report.metrics), dict(report.files), kept(splits.val),
+                    test, test_y, kept(splits.test) if splits.test is not None else {}, splits.layout)
 
 
 class FeatureBatches:

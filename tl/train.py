@@ -5,8 +5,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
 import shlex
 import shutil
 import sys
@@ -19,11 +21,11 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from tl import (backbones, checkpointing, data, datacheck, decoded, device_batches, diagnostics,
-                features, parallel, paths, progress, resume, runtime, signals, strategies, sweep,
-                tracking, validate)
+from tl import (backbones, checkpointing, cost, data, datacheck, decoded, device_batches, diagnostics,
+                features, identity, layout, parallel, paths, progress, resume, runtime, signals, strategies,
+                sweep, tracking, validate)
 from tl.engine import Preprocess, evaluate, train_one_epoch
-from tl.errors import ConfigError
+from tl.errors import ConfigError, TLError
 from tl.optim import build_optimizer, build_scheduler
 
 log = logging.getLogger("tl")
@@ -52,6 +54,7 @@ def train(cfg: DictConfig, extra_tags: dict[str, str] | None = None) -> float:
     With `resume=RUN_ID` it continues that run instead (see `tl.resume`). `extra_tags` are set
     on the run on top of (and over) its own, e.g. by `tl reproduce`."""
     overrides, out_dir = _hydra_job()
+    started = time.perf_counter()  # a sweep's job starts here; a single run with its process
     if cfg.get("resume"):
         client, run_id, cfg = resume.reopen(cfg, overrides)
         return _run(cfg, client, run_id, None, client.get_run(run_id).info.experiment_id)
@@ -74,17 +77,19 @@ def train(cfg: DictConfig, extra_tags: dict[str, str] | None = None) -> float:
         tags["mlflow.parentRunId"] = parent.run_id
     tags = {k: tracking.text(v) for k, v in tags.items()}
     run_id = client.create_run(exp_id, run_name=run_name(cfg), tags=tags).info.run_id
-    return _run(cfg, client, run_id, out_dir, exp_id if parent is None else None)
+    return _run(cfg, client, run_id, out_dir, exp_id if parent is None else None,
+                started if parent is not None else None)
 
 
-def _run(cfg: DictConfig, client, run_id: str, out_dir: Path | None, exp_id: str | None) -> float:
+def _run(cfg: DictConfig, client, run_id: str, out_dir: Path | None, exp_id: str | None,
+         started: float | None = None) -> float:
     """Fit, and end the run FINISHED, FAILED or (on a signal) KILLED."""
     try:
         if not cfg.get("resume"):
             # The config first, so even a run that fails at once says what it was.
             tracking.log_params(client, run_id, tracking.flatten(cfg))
         with signals.stop_on_signals():
-            best = fit(cfg, client, run_id, out_dir)
+            best = fit(cfg, client, run_id, out_dir, started)
     except KeyboardInterrupt as e:
         how = f"stopped by {signals.signal_name(e)}; resume with: tl-train +resume={run_id}"
         client.set_tag(run_id, "tl.error_type", signals.signal_name(e))
@@ -106,7 +111,10 @@ def _run(cfg: DictConfig, client, run_id: str, out_dir: Path | None, exp_id: str
     return best
 
 
-def fit(cfg: DictConfig, client, run_id: str, out_dir: Path | None) -> float:
+def fit(cfg: DictConfig, client, run_id: str, out_dir: Path | None, started: float | None = None) -> float:
+    """`started`: when the job began on the `time.perf_counter` clock (default: its process's
+    start), the origin of `total_seconds`."""
+    started = cost.process_start() if started is None else started
     validate.check(cfg)
     parallel.limit_threads()
     rt = runtime.resolve_runtime(cfg.trainer)
@@ -132,14 +140,20 @@ def fit(cfg: DictConfig, client, run_id: str, out_dir: Path | None) -> float:
     facts = {
         **job.rt.as_params(), **job.plan.as_params(),
         "data.classes": ",".join(job.classes), "data.num_classes": len(job.classes),
-        "data.train_images": job.n_train, "data.val_images": job.n_val,
+        "data.train_images": job.n_train, "data.val_images": job.n_val, "data.test_images": job.n_test,
         "data.input_size": backbone.data.input_size, "data.resize_size": backbone.data.resize_size,
         "data.mean": backbone.data.mean, "data.std": backbone.data.std,
         "model.num_stages": len(backbone.stages), "model.head": ",".join(backbone.head),
     }
+    layout_line = layout.line(job.layout) if job.layout else None
+    if layout_line:
+        log.info("%s", layout_line)
+        facts["data.layout"] = layout_line
     if cfg.get("resume"):  # logged when the run began; they must still hold
         resume.check_unchanged(client, run_id, facts)
     else:
+        for k, v in identity.tags(cfg, backbone.model).items():
+            client.set_tag(run_id, k, v)
         tracking.log_params(client, run_id, {
             **facts, "runtime.feature_cache": job.feature_cache,
             "data.image_cache_mb": round(job.cached_bytes / 2**20, 1)})
@@ -153,12 +167,21 @@ def fit(cfg: DictConfig, client, run_id: str, out_dir: Path | None) -> float:
             client.log_artifact(run_id, str(work / "config.yaml"))
             if out_dir is not None and (out_dir / ".hydra").is_dir():
                 client.log_artifacts(run_id, str(out_dir / ".hydra"), "hydra")
-            for name, content in job.report.files.items():
+            files = dict(job.report.files)
+            if job.layout:
+                files["layout.json"] = json.dumps(job.layout, indent=1, ensure_ascii=False)
+            for name, content in files.items():
                 (work / name).write_text(content, encoding="utf-8")
                 client.log_artifact(run_id, str(work / name))
         ckpts = checkpointing.RunCheckpoints(client, run_id, staging=work)
         best = _epochs(cfg, client, run_id, model, job, optimizer, scheduler, generator, ckpts)
         diagnostics.log_best(client, run_id, model, ckpts.dir / checkpointing.BEST, job)
+        if job.test_loader is not None:  # once, on the val-selected model, after every choice
+            t = diagnostics.log_test(client, run_id, job, cfg.trainer.epochs)
+            log.info("%s: test acc %.4f  loss %.4f (%d images)", run_name(cfg), t["test_acc"],
+                     t["test_loss"], job.n_test)
+        tracking.log_metrics(client, run_id, {"total_seconds": time.perf_counter() - started},
+                             step=cfg.trainer.epochs)
         return best
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -181,6 +204,10 @@ class Job:
     cached_bytes: int = 0
     feature_cache: str = "off"
     shown: dict = field(default_factory=dict)  # val index -> uint8 image, when batches are features
+    test_loader: object = None  # evaluated once, at the end; None without a test split
+    n_test: int = 0
+    shown_test: dict = field(default_factory=dict)
+    layout: dict | None = None  # `tl.layout.summary` of the splits
 
 
 def _image_job(cfg, backbone, rt, prep, generator) -> Job:
@@ -203,9 +230,17 @@ def _image_job(cfg, backbone, rt, prep, generator) -> Job:
             splits.train.images, splits.train.targets, math.ceil(d.input_size * t.image_cache_scale),
             d.input_size, t.batch_size, rt.device, int(t.seed),
             scale=cfg.dataset.get("crop_scale") or (0.08, 1.0), hflip=bool(cfg.dataset.get("hflip", True)))
-    cached = sum(getattr(ds, "cached_bytes", 0) for ds in (splits.train, splits.val))
+    cached = sum(getattr(ds, "cached_bytes", 0) for ds in (splits.train, splits.val, splits.test) if ds is not None)
+    test_loader = None
+    if splits.test is not None:
+        if data.in_memory(splits.test):
+            images, targets = device_batches.pretransform(splits.test)
+            test_loader = device_batches.TensorBatches(images.to(rt.device), targets.to(rt.device), eval_bs)
+        else:
+            test_loader = data.eval_loader(splits.test, eval_bs, rt.num_workers, rt.device.type == "cuda")
     return Job(backbone.model, train_loader, val_loader, prep, rt, plan, splits.classes,
-               datacheck.check(splits), len(splits.train), len(splits.val), cached)
+               datacheck.check(splits), len(splits.train), len(splits.val), cached,
+               test_loader=test_loader, n_test=0 if splits.test is None else len(splits.test), layout=splits.layout)
 
 
 def _augment_on_device(t, rt, splits) -> bool:
@@ -242,11 +277,16 @@ def _feature_job(cfg, backbone, rt, prep, generator) -> Job:
     head = backbone.model.get_submodule(backbone.head[-1])
     train_loader = features.FeatureBatches(feats.train, feats.train_targets, t.batch_size, int(t.seed))
     val_loader = features.FeatureBatches(feats.val, feats.val_targets, t.get("eval_batch_size") or t.batch_size)
+    test_loader = None
+    if feats.test is not None:
+        test_loader = features.FeatureBatches(feats.test, feats.test_targets, t.get("eval_batch_size") or t.batch_size)
     rt = replace(rt, num_workers=0, channels_last=False)
     return Job(head, train_loader, val_loader, Preprocess(rt), rt, plan, feats.classes,
                datacheck.Report(dict(feats.report_metrics), dict(feats.report_files)),
                feats.train_targets.numel(), feats.val_targets.numel(),
-               feats.train.numel() * feats.train.element_size(), state, feats.shown)
+               feats.train.numel() * feats.train.element_size(), state, feats.shown,
+               test_loader=test_loader, n_test=0 if feats.test is None else feats.test_targets.numel(),
+               shown_test=feats.shown_test, layout=feats.layout)
 
 
 def _epochs(cfg, client, run_id, model, job: Job, optimizer, scheduler, generator,
@@ -257,6 +297,7 @@ def _epochs(cfg, client, run_id, model, job: Job, optimizer, scheduler, generato
     done = (ckpts.restore(model, optimizer, scheduler, scaler, generator) if cfg.get("resume")
             else checkpointing.Progress())
     best, best_epoch, total = done.best, done.best_epoch, done.seconds
+    rate, train_rate = cost.rate_names(job.feature_cache != "off")
     for epoch in progress.epochs(t.epochs, start=done.epoch + 1):
         _set_epoch(job.train_loader, epoch)
         lr = optimizer.param_groups[0]["lr"]
@@ -275,8 +316,8 @@ def _epochs(cfg, client, run_id, model, job: Job, optimizer, scheduler, generato
             tracking.log_metrics(client, run_id, {
                 "train_loss": tr.loss, "train_acc": tr.acc, "val_loss": va.loss, "val_acc": va.acc,
                 "lr": lr, "epoch_seconds": seconds,
-                "images_per_second": (tr.images + va.images) / max(seconds, 1e-9),
-                "train_images_per_second": tr.images / max(tr.seconds, 1e-9),
+                rate: (tr.images + va.images) / max(seconds, 1e-9),
+                train_rate: tr.images / max(tr.seconds, 1e-9),
             }, step=epoch)
             ckpts.save_last(checkpointing.Progress(epoch, best, best_epoch, total), model, optimizer,
                             scheduler, scaler, generator, job.classes)
@@ -300,12 +341,28 @@ def _set_epoch(loader, epoch: int) -> None:
 # An absolute path: the `tl-train` script's caller is no file next to conf/.
 @hydra.main(version_base="1.3", config_path=str(paths.project_root() / "conf"), config_name="train")
 def _hydra_main(cfg: DictConfig) -> float:
-    return train(cfg)
+    try:
+        return train(cfg)
+    except TLError as e:
+        # A config or data error is a message, not a crash: no traceback, exit status 2 (a
+        # sweep's job still fails through Hydra; HYDRA_FULL_ERROR=1 keeps the trace).
+        if _single_run() and os.environ.get("HYDRA_FULL_ERROR") != "1":
+            print(f"tl-train: error: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
+        raise
+
+
+def _single_run() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.RUN
 
 
 def main() -> None:
     """Exit status: 0 when every run finished; 1 when a run (or a sweep's job) failed or was
-    killed in a parallel sweep; 128 + the signal's number when a signal stopped this process."""
+    killed in a parallel sweep; 2 when a single run's config or data is wrong (the message,
+    no traceback); 128 + the signal's number when a signal stopped this process."""
     code = 0
     try:
         _hydra_main()
