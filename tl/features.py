@@ -132,8 +132,8 @@ def extract(backbone: Backbone, splits, report, views: int, rt, prep, seed: int,
     model, head = backbone.model, backbone.model.get_submodule(backbone.head[-1])
     model.eval()
 
-    def loader(ds):
-        return DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=0)
+    def loader(ds, generator=None):
+        return DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=0, generator=generator)
 
     val, val_y = _pass(model, head, loader(splits.val), prep, rt)
     train_views, train_y = [], None
@@ -151,8 +151,9 @@ def extract(backbone: Backbone, splits, report, views: int, rt, prep, seed: int,
     def kept(ds):  # plain tensors: a tv_tensors.Image subclass would not load under weights_only
         return {i: ds[i][0].as_subclass(torch.Tensor).clone() for i in sorted(spread(len(ds), MAX_SAMPLES))}
 
-    # Test last: computing it draws no random numbers the train views or the head depend on.
-    test, test_y = _pass(model, head, loader(splits.test), prep, rt) if splits.test is not None else (None, None)
+    # Test last, with its own generator: it draws nothing from the RNG the head's training uses.
+    test, test_y = (_pass(model, head, loader(splits.test, torch.Generator()), prep, rt)
+                    if splits.test is not None else (None, None))
     return Features(splits.classes, torch.stack(train_views), train_y, val, val_y,
                     dict(report.metrics), dict(report.files), kept(splits.val),
                     test, test_y, kept(splits.test) if splits.test is not None else {}, splits.layout)

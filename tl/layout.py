@@ -109,10 +109,6 @@ def find(root: Path, splits=None) -> Layout:
         layout = Layout(root, folders)
         check_class_folders(root, root)
         return layout
-    if folders["train"] is None:
-        raise DataError(
-            f"{display(root)!r} has split folder(s) {_names(f.name for f in used)} but no train folder. "
-            f"Name it train/ (or training/), or set dataset.splits.train=FOLDER")
     used_top = {f.relative_to(root).parts[0] for f in used}
     others = [n for n in top if n not in used_top]
     if others:
@@ -122,6 +118,10 @@ def find(root: Path, splits=None) -> Layout:
             "If they are classes, move them into each split folder; if one is a split, name it with "
             "dataset.splits.train=FOLDER, dataset.splits.val=FOLDER or dataset.splits.test=FOLDER; "
             "otherwise move them out of dataset.root")
+    if folders["train"] is None:
+        raise DataError(
+            f"{display(root)!r} has split folder(s) {_names(f.name for f in used)} but no train folder. "
+            f"Name it train/ (or training/), or set dataset.splits.train=FOLDER")
     for f in used:
         check_class_folders(f, root)
     return Layout(root, folders)
