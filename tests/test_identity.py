@@ -96,3 +96,11 @@ def test_a_run_is_tagged_with_its_data_and_weights(fast_overrides, tiny_data, st
     assert t["tl.data_id"] == identity.data_id(dataset(tiny_data))
     assert t["tl.data_id"].startswith("data-")
     assert (t["tl.pretrained"], t["tl.weights"]) == ("false", "none")
+
+
+def test_file_names_that_are_not_utf8_have_an_id(tmp_path):
+    import os
+
+    root = make_image_folder(tmp_path / "d", n_train=1, n_val=1)
+    (root / "train" / "ants" / "ants_0.png").rename(os.fsdecode(os.fsencode(root / "train" / "ants") + b"/caf\xe9.png"))
+    assert identity.data_id(dataset(root)).startswith("d-")

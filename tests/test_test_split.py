@@ -120,3 +120,21 @@ def test_test_fraction_carves_a_test_split_a_run_evaluates(tmp_path, store):
     p = run.data.params
     assert (p["data.train_images"], p["data.val_images"], p["data.test_images"]) == ("12", "4", "4")
     assert "test_acc" in run.data.metrics
+
+
+def test_test_images_identical_to_train_images_are_counted_as_leakage(tmp_path, caplog):
+    import logging
+
+    from tl import data, datacheck
+    from tl.backbones import DataConfig
+
+    root = with_test(tmp_path)
+    leaked = next((root / "train" / "ants").glob("*.png"))
+    shutil.copy(leaked, root / "test" / "ants" / "copy.png")
+    cfg = compose_cfg("dataset=imagefolder", f"dataset.root={root}")
+    splits = data.build_splits(cfg.dataset, DataConfig(32, 36, (0.5,) * 3, (0.5,) * 3, "bilinear"))
+    with caplog.at_level(logging.WARNING):
+        report = datacheck.check(splits)
+    assert report.metrics["train_test_duplicates"] == 1
+    assert "copy.png" in report.files["train_test_duplicates.txt"]
+    assert "train/test leakage" in caplog.text

@@ -130,6 +130,8 @@ def _folder_splits(cfg, root: Path, data: DataConfig, cache_mb: float, cache_sca
     val = _limit(samples["val"], cfg.get("limit_per_class"), seed + 1)
     test = _limit(samples["test"], cfg.get("limit_per_class"), seed + 2)
     _check_classes(classes, train, val, root)
+    summary = layout.summary(classes, {"train": train, "val": val, "test": test}, how, root)
+    log.info("%s", layout.line(summary))  # before decoding: a wrong layout shows at once
     # Train images keep room for random resized crops; val needs exactly the resize size.
     budget = int(cache_mb * 2**20)
     train_ds, used = _image_dataset(train, _train_tf(cfg, data), math.ceil(data.input_size * cache_scale), budget)
@@ -137,7 +139,6 @@ def _folder_splits(cfg, root: Path, data: DataConfig, cache_mb: float, cache_sca
     test_ds = None
     if test:
         test_ds, _ = _image_dataset(test, val_transform(data), data.resize_size, budget - used - used_val)
-    summary = layout.summary(classes, {"train": train, "val": val, "test": test}, how, root)
     return Splits(classes, train_ds, val_ds, skipped, test_ds, summary)
 
 
@@ -155,6 +156,7 @@ def _cifar_splits(cfg, root: Path, data: DataConfig) -> Splits:
     vx, vy = pick(val, seed + 1)
     summary = layout.summary(list(train.classes), {"train": [(None, y) for y in ty], "val": [(None, y) for y in vy]},
                              {"train": "data_batch_1-5", "val": "test_batch"}, root)
+    log.info("%s", layout.line(summary))
     return Splits(list(train.classes), ArrayImages(tx, ty, _train_tf(cfg, data)),
                   ArrayImages(vx, vy, val_transform(data)), layout=summary)
 

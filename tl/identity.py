@@ -32,7 +32,7 @@ def _cache_dir() -> Path:
 
 def content_digest(root: Path) -> str:
     """`sources.tree_content_sha256(root)`, remembered per fingerprint of the tree."""
-    key = hashlib.sha256(f"{root.resolve()}\n{sources.tree_fingerprint(root)}".encode()).hexdigest()[:32]
+    key = hashlib.sha256(os.fsencode(root.resolve()) + b"\n" + sources.tree_fingerprint(root).encode()).hexdigest()[:32]
     path = _cache_dir() / key
     try:
         return path.read_text().strip()

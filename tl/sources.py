@@ -22,7 +22,8 @@ def _tree_digest(root: Path, walk, describe) -> str:
     """sha256 over the sorted `relative path<TAB>describe(file)` lines of the files `walk` finds."""
     lines = [f"{(Path(d) / n).relative_to(root).as_posix()}\t{describe(Path(d) / n)}\n"
              for d, _, names in walk for n in names]
-    return hashlib.sha256("".join(sorted(lines)).encode()).hexdigest()
+    # surrogateescape: file names need not be valid UTF-8
+    return hashlib.sha256("".join(sorted(lines)).encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def tree_sha256(root: Path) -> str:

@@ -145,10 +145,8 @@ def fit(cfg: DictConfig, client, run_id: str, out_dir: Path | None, started: flo
         "data.mean": backbone.data.mean, "data.std": backbone.data.std,
         "model.num_stages": len(backbone.stages), "model.head": ",".join(backbone.head),
     }
-    layout_line = layout.line(job.layout) if job.layout else None
-    if layout_line:
-        log.info("%s", layout_line)
-        facts["data.layout"] = layout_line
+    if job.layout:
+        facts["data.layout"] = layout.line(job.layout)
     if cfg.get("resume"):  # logged when the run began; they must still hold
         resume.check_unchanged(client, run_id, facts)
     else:
@@ -272,6 +270,8 @@ def _feature_job(cfg, backbone, rt, prep, generator) -> Job:
     else:
         backbones.attach_head(backbone, len(feats.classes), cfg.model.get("stages"))
         backbone.model.to(rt.device)
+        if feats.layout:
+            log.info("%s", layout.line(feats.layout))
     log.info("feature cache %s: %s", state, path)
     plan = strategies.apply(backbone, cfg.strategy)
     head = backbone.model.get_submodule(backbone.head[-1])
