@@ -110,13 +110,15 @@ def test_a_top_level_mixing_splits_and_other_folders_is_an_error_naming_them(tmp
 def test_a_split_name_beside_class_folders_is_an_error_too(tmp_path):
     root = make_image_folder(tmp_path / "flat", layout="flat")
     shutil.copytree(root / "ants", root / "test")
-    with pytest.raises(DataError, match=r"mixes split folders \(test/\) with folders that are not splits \(ants/, bees/\)"):
+    with pytest.raises(DataError, match=r"mixes split folders \(test/\) with folders that are not "
+                                        r"splits \(ants/, bees/\)"):
         build(root)
 
 
 def test_two_folders_for_one_split_are_an_error(tmp_path):
     root = with_splits(tmp_path, ["train", "val", "validation"])
-    with pytest.raises(DataError, match=r"2 folders that look like the val split: val/, validation/.*dataset.splits.val"):
+    with pytest.raises(DataError, match=r"2 folders that look like the val split: val/, "
+                                        r"validation/.*dataset.splits.val"):
         build(root)
 
 

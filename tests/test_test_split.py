@@ -28,7 +28,8 @@ def with_test(tmp_path, n_test=6):
 
 def overrides(root, store, *extra):
     return ["dataset=imagefolder", f"dataset.root={root}", "model=timm", "model.name=test_resnet",
-            "model.pretrained=false", "model.input_size=32", "trainer.epochs=3", "trainer.batch_size=4", "trainer.num_workers=0",
+            "model.pretrained=false", "model.input_size=32", "trainer.epochs=3", "trainer.batch_size=4",
+            "trainer.num_workers=0",
             f"tracking.uri={store}", *extra]
 
 

@@ -68,10 +68,18 @@ def _names(folders) -> str:
     return ", ".join(f"{display(f)}/" for f in folders)
 
 
+def _top(folder: Path, root: Path) -> str | None:
+    """The folder directly under `root` that holds `folder` (None when it lies elsewhere)."""
+    try:
+        return folder.relative_to(root).parts[0]
+    except (ValueError, IndexError):
+        return None
+
+
 def _explicit(root: Path, splits) -> dict[str, Path]:
     named = {}
     for s in SPLITS:
-        value = (splits or {}).get(s) if splits is not None else None
+        value = splits.get(s) if splits is not None else None
         if value in (None, ""):
             continue
         folder = root / str(value)
@@ -91,7 +99,7 @@ def find(root: Path, splits=None) -> Layout:
                         "folder of split or class folders")
     named = _explicit(root, splits)
     top = _subfolders(root)
-    claimed = {f.relative_to(root).parts[0] for f in named.values()}
+    claimed = {_top(f, root) for f in named.values()}
     by_name: dict[str, list[str]] = defaultdict(list)
     for name in top:
         s = split_of(name)
@@ -109,7 +117,7 @@ def find(root: Path, splits=None) -> Layout:
         layout = Layout(root, folders)
         check_class_folders(root, root)
         return layout
-    used_top = {f.relative_to(root).parts[0] for f in used}
+    used_top = {_top(f, root) for f in used} - {None}
     others = [n for n in top if n not in used_top]
     if others:
         raise DataError(
@@ -191,7 +199,8 @@ def check_fractions(layout: Layout, val_fraction, test_fraction) -> None:
     if val_fraction is not None and not _is_fraction(val_fraction):
         raise ConfigError(f"dataset.val_fraction={val_fraction!r} must be a number in (0, 1)")
     if test_fraction is not None and not _is_fraction(test_fraction):
-        raise ConfigError(f"dataset.test_fraction={test_fraction!r} must be a number in (0, 1), or null for no test split")
+        raise ConfigError(f"dataset.test_fraction={test_fraction!r} must be a number in (0, 1), "
+                          "or null for no test split")
     if layout.folders["val"] is None and val_fraction is None:
         raise ConfigError(
             f"dataset.val_fraction is null, but {display(layout.root)!r} has no train/ and val/ folders to "
