@@ -27,7 +27,7 @@ def test_a_run_logs_params_tags_curves_and_artifacts(fast_overrides, store):
     assert p["runtime.precision"] in ("fp32", "bf16") and "runtime.cpu" in p
     assert int(p["params.trainable"]) == 512 * 2 + 2 and int(p["params.frozen"]) > 10_000_000
     assert t["tl.model"] == "resnet18" and t["tl.strategy"] == "freeze" and "tl.git_commit" in t
-    for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_seconds", "images_per_second"):
+    for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_seconds", "features_per_second"):
         assert [s for s, _ in history(client, run.info.run_id, key)] == [1, 2], key
     assert m["best_val_acc"] == pytest.approx(best)
     assert best == max(v for _, v in history(client, run.info.run_id, "val_acc"))

@@ -77,4 +77,16 @@ def check(splits) -> Report:
                         "accuracy reads high), e.g. %s = %s; all are listed in the run's "
                         "train_val_duplicates.txt. Remove them from one split",
                         len(pairs), display(pairs[0][0]), display(pairs[0][1]))
+    test = getattr(splits, "test", None)
+    if test is not None and train_files:
+        # Leakage into test inflates the one number meant to be unbiased.
+        pairs = train_val_duplicates(train_files, [p for p, _ in getattr(test, "samples", [])])
+        report.metrics["train_test_duplicates"] = len(pairs)
+        if pairs:
+            report.files["train_test_duplicates.txt"] = "".join(
+                f"{display(v)}\t{display(t)}\n" for v, t in pairs)
+            log.warning("%d test image(s) are byte-identical to train images (train/test leakage: test "
+                        "accuracy reads high), e.g. %s = %s; all are listed in the run's "
+                        "train_test_duplicates.txt. Remove them from one split",
+                        len(pairs), display(pairs[0][0]), display(pairs[0][1]))
     return report

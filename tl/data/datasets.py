@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from tl.data import decoded, imagefiles, sources
+from tl.data import decoded, layout, sources
 from tl.data.batches import EpochLoader
 from tl.data.imagefiles import load_rgb
 from tl.data.transforms import train_transform, val_transform  # noqa: F401 (re-exported)
@@ -67,6 +67,8 @@ class Splits:
     train: Dataset
     val: Dataset
     skipped: list[tuple[Path, str]] = field(default_factory=list)
+    test: Dataset | None = None  # evaluated once, at the end, on the val-selected checkpoint
+    layout: dict | None = None   # `tl.layout.summary`: where each split came from, images per class
 
 
 def _limit(samples: list, limit, seed: int, key=lambda s: s[1]) -> list:
@@ -89,17 +91,7 @@ def _limit(samples: list, limit, seed: int, key=lambda s: s[1]) -> list:
 def split_tree(samples: list[tuple[Path, int]], val_fraction, seed: int):
     if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 < val_fraction < 1:
         raise ConfigError(f"dataset.val_fraction={val_fraction!r} must be a number in (0, 1)")
-    by_class = defaultdict(list)
-    for s in samples:
-        by_class[s[1]].append(s)
-    rng = random.Random(seed)
-    train, val = [], []
-    for c in sorted(by_class):
-        items = sorted(by_class[c], key=lambda s: str(s[0]))
-        rng.shuffle(items)
-        n_val = max(1, round(len(items) * val_fraction)) if len(items) > 1 else 0
-        val.extend(items[:n_val])
-        train.extend(items[n_val:])
+    train, val, _ = layout.carve(samples, val_fraction, None, seed)
     return train, val
 
 
@@ -133,24 +125,23 @@ def _image_dataset(samples, transform, side: int, cache_bytes: int):
 
 
 def _folder_splits(cfg, root: Path, data: DataConfig, cache_mb: float, cache_scale: float) -> Splits:
-    train_dir, val_dir = root / "train", root / "val"
-    if train_dir.is_dir() and val_dir.is_dir():
-        classes = imagefiles.split_classes(train_dir, val_dir)
-        tr, va = imagefiles.scan(train_dir, classes), imagefiles.scan(val_dir, classes)
-        train, val, skipped = tr.samples, va.samples, tr.skipped + va.skipped
-    else:
-        whole = imagefiles.scan(root)
-        classes, skipped = whole.classes, whole.skipped
-        train, val = split_tree(whole.samples, cfg.get("val_fraction"), int(cfg.get("split_seed", 0)))
     seed = int(cfg.get("split_seed", 0))
-    train = _limit(train, cfg.get("limit_per_class"), seed)
-    val = _limit(val, cfg.get("limit_per_class"), seed + 1)
+    found = layout.find(root, cfg.get("splits"))
+    classes, samples, skipped, how = layout.collect(found, cfg.get("val_fraction"), cfg.get("test_fraction"), seed)
+    train = _limit(samples["train"], cfg.get("limit_per_class"), seed)
+    val = _limit(samples["val"], cfg.get("limit_per_class"), seed + 1)
+    test = _limit(samples["test"], cfg.get("limit_per_class"), seed + 2)
     _check_classes(classes, train, val, root)
+    summary = layout.summary(classes, {"train": train, "val": val, "test": test}, how, root)
+    log.info("%s", layout.line(summary))  # before decoding: a wrong layout shows at once
     # Train images keep room for random resized crops; val needs exactly the resize size.
     budget = int(cache_mb * 2**20)
     train_ds, used = _image_dataset(train, _train_tf(cfg, data), math.ceil(data.input_size * cache_scale), budget)
-    val_ds, _ = _image_dataset(val, val_transform(data), data.resize_size, budget - used)
-    return Splits(classes, train_ds, val_ds, skipped)
+    val_ds, used_val = _image_dataset(val, val_transform(data), data.resize_size, budget - used)
+    test_ds = None
+    if test:
+        test_ds, _ = _image_dataset(test, val_transform(data), data.resize_size, budget - used - used_val)
+    return Splits(classes, train_ds, val_ds, skipped, test_ds, summary)
 
 
 def _cifar_splits(cfg, root: Path, data: DataConfig) -> Splits:
@@ -165,8 +156,11 @@ def _cifar_splits(cfg, root: Path, data: DataConfig) -> Splits:
 
     tx, ty = pick(train, seed)
     vx, vy = pick(val, seed + 1)
+    summary = layout.summary(list(train.classes), {"train": [(None, y) for y in ty], "val": [(None, y) for y in vy]},
+                             {"train": "data_batch_1-5", "val": "test_batch"}, root)
+    log.info("%s", layout.line(summary))
     return Splits(list(train.classes), ArrayImages(tx, ty, _train_tf(cfg, data)),
-                  ArrayImages(vx, vy, val_transform(data)))
+                  ArrayImages(vx, vy, val_transform(data)), layout=summary)
 
 
 def build_splits(cfg, data: DataConfig, cache_mb: float = 0, cache_scale: float = 1.5) -> Splits:
@@ -211,3 +205,11 @@ def loaders(splits: Splits, batch_size: int, eval_batch_size: int, num_workers: 
     val = EpochLoader(splits.val, batch_size=eval_batch_size, shuffle=False,
                      generator=torch.Generator(), **common)
     return train, val
+
+
+def eval_loader(ds, eval_batch_size: int, num_workers: int, pin_memory: bool) -> EpochLoader:
+    """In order, with its own generator: evaluating it (test, at the end) draws nothing from
+    the global RNG the training run depends on."""
+    return EpochLoader(ds, batch_size=eval_batch_size, shuffle=False, generator=torch.Generator(),
+                      num_workers=num_workers, pin_memory=pin_memory, worker_init_fn=_seed_worker,
+                      multiprocessing_context=parallel.loader_context(num_workers))

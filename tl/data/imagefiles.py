@@ -74,9 +74,9 @@ def split_classes(train_dir: Path, val_dir: Path) -> list[str]:
     only_val = sorted(set(class_folders(val_dir)) - set(classes))
     if only_val:
         raise DataError(
-            f"class folder(s) only in val/, not in train/: {only_val} (under {display(train_dir.parent)!r}). "
-            "A model cannot predict a class it never trained on: add train images of them, or "
-            "remove them from val/.")
+            f"class folder(s) only in {display(val_dir.name)}/, not in {display(train_dir.name)}/: {only_val} "
+            f"(under {display(train_dir.parent)!r}). A model cannot predict a class it never trained on: "
+            f"add train images of them, or remove them from {display(val_dir.name)}/.")
     return classes
 
 

@@ -22,7 +22,8 @@ def _tree_digest(root: Path, walk, describe) -> str:
     """sha256 over the sorted `relative path<TAB>describe(file)` lines of the files `walk` finds."""
     lines = [f"{(Path(d) / n).relative_to(root).as_posix()}\t{describe(Path(d) / n)}\n"
              for d, _, names in walk for n in names]
-    return hashlib.sha256("".join(sorted(lines)).encode()).hexdigest()
+    # surrogateescape: file names need not be valid UTF-8
+    return hashlib.sha256("".join(sorted(lines)).encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def tree_sha256(root: Path) -> str:
@@ -122,3 +123,25 @@ def tree_fingerprint(root: Path) -> str:
     """A cheap identity for a folder's content: (path, size, mtime) of every file, symlinked
     folders followed once. Any added, removed, replaced or touched file changes it."""
     return _tree_digest(root, imagefiles.walk_once(root), _size_and_mtime)
+
+
+def _file_sha256(p: Path) -> str:
+    h = hashlib.sha256()
+    try:
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError:  # a broken symlink is part of the identity too
+        return "broken"
+    return h.hexdigest()
+
+
+def tree_content_sha256(root: Path) -> str:
+    """The identity of a folder's data: every non-hidden file's bytes under its relative path,
+    symlinked folders followed once. No mtimes: a copy of the folder has the same digest."""
+    def walk():
+        for d, dirs, names in imagefiles.walk_once(root):
+            dirs[:] = [x for x in dirs if not imagefiles.is_hidden(x)]
+            yield d, dirs, [n for n in names if not imagefiles.is_hidden(n)]
+
+    return _tree_digest(root, walk(), _file_sha256)

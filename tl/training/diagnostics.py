@@ -1,7 +1,8 @@
 """What a finished run gets right and wrong on its val split: confusion matrix, per-class
 precision/recall/F1, and a grid of sample images with their predicted and true labels.
 
-Everything is logged under the run's `diagnostics/` artifact folder.
+Everything is logged under the run's `diagnostics/` artifact folder; the same for the test
+split, when there is one, under `diagnostics/test/`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import torch
 from tl.data.imagefiles import display
 from tl.runtime.io import load_tensors
 from tl.runtime.precision import autocast
+from tl.tracking import store
+from tl.training.engine import evaluate
 
 ARTIFACT_DIR = "diagnostics"
 MAX_SAMPLES = 16
@@ -46,7 +49,8 @@ def per_class(matrix: list[list[int]], classes: list[str]) -> list[dict]:
 
 
 def log_diagnostics(client, run_id: str, targets: list[int], preds: list[int], classes: list[str],
-                    samples: list[tuple[torch.Tensor, int, int]]) -> None:
+                    samples: list[tuple[torch.Tensor, int, int]], artifact_dir: str = ARTIFACT_DIR,
+                    split: str = "val") -> None:
     """Log the diagnostics of one run's predictions; each sample is (uint8 CHW image, true
     label, predicted label)."""
     classes = [display(c) for c in classes]  # a class folder's name need not be valid UTF-8
@@ -56,10 +60,10 @@ def log_diagnostics(client, run_id: str, targets: list[int], preds: list[int], c
         d = Path(tmp)
         _write_confusion(d, matrix, classes)
         _write_scores(d, scores, matrix)
-        _plot_confusion(matrix, classes).savefig(d / "confusion_matrix.png", dpi=100)
+        _plot_confusion(matrix, classes, split).savefig(d / "confusion_matrix.png", dpi=100)
         if samples:
             _plot_samples(samples, classes).savefig(d / "predictions.png", dpi=100)
-        client.log_artifacts(run_id, str(d), ARTIFACT_DIR)
+        client.log_artifacts(run_id, str(d), artifact_dir)
 
 
 def _write_confusion(d: Path, matrix: list[list[int]], classes: list[str]) -> None:
@@ -90,7 +94,7 @@ def _write_scores(d: Path, scores: list[dict], matrix: list[list[int]]) -> None:
     (d / "per_class.json").write_text(json.dumps(summary, indent=1))
 
 
-def _plot_confusion(matrix: list[list[int]], classes: list[str]):
+def _plot_confusion(matrix: list[list[int]], classes: list[str], split: str = "val"):
     from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
 
     n = len(classes)
@@ -103,7 +107,7 @@ def _plot_confusion(matrix: list[list[int]], classes: list[str]):
     ax.set_yticks(range(n), classes)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title("confusion matrix (val)")
+    ax.set_title(f"confusion matrix ({split})")
     if n <= MAX_ANNOTATED_CLASSES:
         top = max(max(r) for r in matrix) if matrix else 0
         for i, row in enumerate(matrix):
@@ -167,3 +171,18 @@ def log_best(client, run_id: str, model, checkpoint: Path, job) -> None:
     if not samples and job.shown:  # trained on cached features: the images were kept aside
         samples = [(image, targets[i], preds[i]) for i, image in job.shown.items()]
     log_diagnostics(client, run_id, targets, preds, list(job.classes), samples)
+
+
+def log_test(client, run_id: str, job, step: int) -> dict[str, float]:
+    """The model as it is now (`log_best` loaded the val-selected checkpoint) on the test split,
+    once: `test_acc`, `test_loss` and the test diagnostics. Nothing reads them back: test never
+    steers selection or training."""
+    result = evaluate(job.step_model, job.test_loader, torch.nn.CrossEntropyLoss(), job.rt, job.prep)
+    targets, preds, samples = predict(job.step_model, job.test_loader, job.prep, job.rt, job.n_test)
+    if not samples and job.shown_test:
+        samples = [(image, targets[i], preds[i]) for i, image in job.shown_test.items()]
+    log_diagnostics(client, run_id, targets, preds, list(job.classes), samples,
+                    f"{ARTIFACT_DIR}/test", "test")
+    metrics = {"test_acc": result.acc, "test_loss": result.loss}
+    store.log_metrics(client, run_id, metrics, step=step)
+    return metrics

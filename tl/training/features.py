@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -31,7 +31,7 @@ from tl.runtime.precision import autocast
 
 log = logging.getLogger(__name__)
 
-FORMAT = 3  # bump when what is cached, or how, changes
+FORMAT = 4  # bump when what is cached, or how, changes
 
 
 @dataclass
@@ -44,6 +44,10 @@ class Features:
     report_metrics: dict[str, int]  # the data check's findings, logged on a cache hit too
     report_files: dict[str, str]
     shown: dict[int, torch.Tensor]  # val index -> its uint8 image, for the diagnostics' grid
+    test: torch.Tensor | None = None          # [T, D], when the dataset has a test split
+    test_targets: torch.Tensor | None = None  # [T]
+    shown_test: dict[int, torch.Tensor] = field(default_factory=dict)
+    layout: dict | None = None  # `tl.layout.summary` of the splits the features came from
 
 
 def applicable(cfg) -> bool:
@@ -74,6 +78,7 @@ def cache_key(cfg, backbone: Backbone, precision: str) -> str:
         "model": {"source": backbone.source, "name": backbone.name, **_weights_identity(cfg)},
         "data": asdict(backbone.data),
         "dataset": dataset,
+        # the whole tree: train, val and test folders alike (and `dataset` above: splits, fractions)
         "content": sources.tree_fingerprint(root) if root.exists() else "absent",
         "views": int(cfg.strategy.feature_cache.views),
         "seed": int(cfg.trainer.seed),
@@ -119,8 +124,8 @@ def extract(backbone: Backbone, splits, report, views: int, rt, prep, seed: int,
     model, head = backbone.model, backbone.model.get_submodule(backbone.head[-1])
     model.eval()
 
-    def loader(ds):
-        return DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=0)
+    def loader(ds, generator=None):
+        return DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=0, generator=generator)
 
     val, val_y = _pass(model, head, loader(splits.val), prep, rt)
     train_views, train_y = [], None
@@ -135,11 +140,15 @@ def extract(backbone: Backbone, splits, report, views: int, rt, prep, seed: int,
         splits.train.transform = aug
     from tl.training.diagnostics import MAX_SAMPLES, spread
 
-    # plain tensors: a tv_tensors.Image subclass would not load under weights_only
-    shown = {i: splits.val[i][0].as_subclass(torch.Tensor).clone()
-             for i in sorted(spread(len(splits.val), MAX_SAMPLES))}
+    def kept(ds):  # plain tensors: a tv_tensors.Image subclass would not load under weights_only
+        return {i: ds[i][0].as_subclass(torch.Tensor).clone() for i in sorted(spread(len(ds), MAX_SAMPLES))}
+
+    # Test last, with its own generator: it draws nothing from the RNG the head's training uses.
+    test, test_y = (_pass(model, head, loader(splits.test, torch.Generator()), prep, rt)
+                    if splits.test is not None else (None, None))
     return Features(splits.classes, torch.stack(train_views), train_y, val, val_y,
-                    dict(report.metrics), dict(report.files), shown)
+                    dict(report.metrics), dict(report.files), kept(splits.val),
+                    test, test_y, kept(splits.test) if splits.test is not None else {}, splits.layout)
 
 
 class FeatureBatches:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 import torch
 from omegaconf import DictConfig
 
-from tl.data import checks, datasets, decoded, device_batches
+from tl.data import checks, datasets, decoded, device_batches, layout
 from tl.data.batches import Batches
 from tl.data.transforms import val_transform
 from tl.errors import ConfigError
@@ -43,6 +43,10 @@ class Job:
     cached_bytes: int = 0
     feature_cache: str = "off"
     shown: dict = field(default_factory=dict)  # val index -> uint8 image, when batches are features
+    test_loader: Batches | None = None  # evaluated once, at the end; None without a test split
+    n_test: int = 0
+    shown_test: dict = field(default_factory=dict)
+    layout: dict | None = None  # `tl.data.layout.summary` of the splits
 
 
 @dataclass
@@ -83,11 +87,13 @@ def build(cfg: DictConfig) -> Setup:
     facts = {
         **job.rt.as_params(), **job.plan.as_params(),
         "data.classes": ",".join(job.classes), "data.num_classes": len(job.classes),
-        "data.train_images": job.n_train, "data.val_images": job.n_val,
+        "data.train_images": job.n_train, "data.val_images": job.n_val, "data.test_images": job.n_test,
         "data.input_size": backbone.data.input_size, "data.resize_size": backbone.data.resize_size,
         "data.mean": backbone.data.mean, "data.std": backbone.data.std,
         "model.num_stages": len(backbone.stages), "model.head": ",".join(backbone.head),
     }
+    if job.layout:
+        facts["data.layout"] = layout.line(job.layout)
     return Setup(model, job, optimizer, scheduler, generator, facts, setup_seconds)
 
 
@@ -111,9 +117,17 @@ def _image_job(cfg, backbone, rt, prep, generator, frozen: int) -> Job:
             splits.train.images, splits.train.targets, math.ceil(d.input_size * t.image_cache_scale),
             d.input_size, t.batch_size, rt.device, int(t.seed),
             scale=cfg.dataset.get("crop_scale") or (0.08, 1.0), hflip=bool(cfg.dataset.get("hflip", True)))
-    cached = sum(getattr(ds, "cached_bytes", 0) for ds in (splits.train, splits.val))
+    cached = sum(getattr(ds, "cached_bytes", 0) for ds in (splits.train, splits.val, splits.test) if ds is not None)
+    test_loader = None
+    if splits.test is not None:
+        if datasets.in_memory(splits.test):
+            images, targets = device_batches.pretransform(splits.test)
+            test_loader = device_batches.TensorBatches(images.to(rt.device), targets.to(rt.device), eval_bs)
+        else:
+            test_loader = datasets.eval_loader(splits.test, eval_bs, rt.num_workers, rt.device.type == "cuda")
     return Job(backbone.model, train_loader, val_loader, prep, rt, plan, splits.classes,
-               checks.check(splits), len(splits.train), len(splits.val), cached)
+               checks.check(splits), len(splits.train), len(splits.val), cached,
+               test_loader=test_loader, n_test=0 if splits.test is None else len(splits.test), layout=splits.layout)
 
 
 def _augment_on_device(t, rt, splits) -> bool:
@@ -145,13 +159,20 @@ def _feature_job(cfg, backbone, rt, prep, generator, frozen: int) -> Job:
     else:
         backbones.attach_head(backbone, len(feats.classes), cfg.model.get("stages"))
         backbone.model.to(rt.device)
+        if feats.layout:
+            log.info("%s", layout.line(feats.layout))
     log.info("feature cache %s: %s", state, path)
     plan = strategies.apply(backbone, cfg.strategy, frozen)
     head = backbone.model.get_submodule(backbone.head[-1])
     train_loader = features.FeatureBatches(feats.train, feats.train_targets, t.batch_size, int(t.seed))
     val_loader = features.FeatureBatches(feats.val, feats.val_targets, t.get("eval_batch_size") or t.batch_size)
+    test_loader = None
+    if feats.test is not None:
+        test_loader = features.FeatureBatches(feats.test, feats.test_targets, t.get("eval_batch_size") or t.batch_size)
     rt = replace(rt, num_workers=0, channels_last=False)
     return Job(head, train_loader, val_loader, Preprocess(rt), rt, plan, feats.classes,
                checks.Report(dict(feats.report_metrics), dict(feats.report_files)),
                feats.train_targets.numel(), feats.val_targets.numel(),
-               feats.train.numel() * feats.train.element_size(), state, feats.shown)
+               feats.train.numel() * feats.train.element_size(), state, feats.shown,
+               test_loader=test_loader, n_test=0 if feats.test is None else feats.test_targets.numel(),
+               shown_test=feats.shown_test, layout=feats.layout)

@@ -10,7 +10,7 @@ import logging
 import torch
 from omegaconf import DictConfig
 
-from tl.runtime import progress, signals
+from tl.runtime import cost, progress, signals
 from tl.tracking import store
 from tl.training import checkpoints
 from tl.training.engine import evaluate, train_one_epoch
@@ -30,6 +30,7 @@ def run_epochs(cfg: DictConfig, client, run_id: str, s: Setup, scaler, ckpts: ch
     t, job = cfg.trainer, s.job
     criterion = torch.nn.CrossEntropyLoss()
     best, best_epoch, total = done.best, done.best_epoch, done.seconds
+    rate, train_rate = cost.rate_names(job.feature_cache != "off")
     for epoch in progress.epochs(t.epochs, start=done.epoch + 1):
         job.train_loader.set_epoch(epoch)
         lr = s.optimizer.param_groups[0]["lr"]
@@ -48,8 +49,8 @@ def run_epochs(cfg: DictConfig, client, run_id: str, s: Setup, scaler, ckpts: ch
             store.log_metrics(client, run_id, {
                 "train_loss": tr.loss, "train_acc": tr.acc, "val_loss": va.loss, "val_acc": va.acc,
                 "lr": lr, "epoch_seconds": seconds,
-                "images_per_second": (tr.images + va.images) / max(seconds, 1e-9),
-                "train_images_per_second": tr.images / max(tr.seconds, 1e-9),
+                rate: (tr.images + va.images) / max(seconds, 1e-9),
+                train_rate: tr.images / max(tr.seconds, 1e-9),
             }, step=epoch)
             ckpts.save_last(checkpoints.Progress(epoch, best, best_epoch, total), s.model, s.optimizer,
                             s.scheduler, scaler, s.generator, job.classes)

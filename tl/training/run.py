@@ -6,17 +6,28 @@ optimizer, schedule and RNG states from its last checkpoint, and enters the same
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import tempfile
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from tl.runtime import cost
 from tl.tracking import store
-from tl.training import checkpoints, diagnostics, jobs, lifecycle, loop, resume
+from tl.training import (
+    checkpoints,
+    diagnostics,
+    identity,
+    jobs,
+    lifecycle,
+    loop,
+    resume,
+)
 
 log = logging.getLogger("tl")
 
@@ -27,6 +38,7 @@ class RunResult:
     best_val_acc: float
     best_epoch: int
     train_seconds: float
+    test_acc: float | None = None  # the val-selected model on the test split, when there is one
 
 
 def train(cfg: DictConfig, extra_tags: dict[str, str] | None = None) -> RunResult:
@@ -35,22 +47,28 @@ def train(cfg: DictConfig, extra_tags: dict[str, str] | None = None) -> RunResul
     With `resume=RUN_ID` it continues that run instead (see `tl.training.resume`). `extra_tags`
     are set on a new run on top of (and over) its own, e.g. by `tl reproduce`."""
     overrides, out_dir = lifecycle.hydra_job()
+    entered = time.perf_counter()
     if cfg.get("resume"):
         client, run_id, cfg = resume.reopen(cfg, overrides)
         exp_id = client.get_run(run_id).info.experiment_id
-        result = lifecycle.to_the_end(client, run_id, lambda: _resumed(cfg, client, run_id))
+        started = cost.process_start()
+        result = lifecycle.to_the_end(client, run_id, lambda: _resumed(cfg, client, run_id, started))
     else:
         client, run_id, exp_id = lifecycle.create(cfg, overrides, extra_tags)
-        result = lifecycle.to_the_end(client, run_id, lambda: _new(cfg, client, run_id, out_dir))
+        # A sweep's job starts here; a single run with its process (imports, start-up included).
+        started = cost.process_start() if exp_id is not None else entered
+        result = lifecycle.to_the_end(client, run_id, lambda: _new(cfg, client, run_id, out_dir, started))
     if exp_id is not None:
         print("Open the run in MLflow:\n" + store.ui_hint(store.resolve_uri(cfg.tracking), exp_id, [run_id]))
     return result
 
 
-def _new(cfg: DictConfig, client, run_id: str, out_dir: Path | None) -> RunResult:
+def _new(cfg: DictConfig, client, run_id: str, out_dir: Path | None, started: float) -> RunResult:
     # The config first, so even a run that fails at once says what it was.
     store.log_params(client, run_id, store.flatten(cfg))
     s = jobs.build(cfg)
+    for k, v in identity.tags(cfg, s.model).items():
+        client.set_tag(run_id, k, v)
     store.log_params(client, run_id, {
         **s.facts, "runtime.feature_cache": s.job.feature_cache,
         "data.image_cache_mb": round(s.job.cached_bytes / 2**20, 1)})
@@ -62,29 +80,40 @@ def _new(cfg: DictConfig, client, run_id: str, out_dir: Path | None) -> RunResul
         client.log_artifact(run_id, str(work / "config.yaml"))
         if out_dir is not None and (out_dir / ".hydra").is_dir():
             client.log_artifacts(run_id, str(out_dir / ".hydra"), "hydra")
-        for name, content in s.job.report.files.items():
+        files = dict(s.job.report.files)
+        if s.job.layout:
+            files["layout.json"] = json.dumps(s.job.layout, indent=1, ensure_ascii=False)
+        for name, content in files.items():
             (work / name).write_text(content, encoding="utf-8")
             client.log_artifact(run_id, str(work / name))
         ckpts = checkpoints.RunCheckpoints(client, run_id, staging=work)
-        return _fit(cfg, client, run_id, s, ckpts, checkpoints.Progress(), loop.grad_scaler(rt.precision))
+        return _fit(cfg, client, run_id, s, ckpts, checkpoints.Progress(), loop.grad_scaler(rt.precision), started)
 
 
-def _resumed(cfg: DictConfig, client, run_id: str) -> RunResult:
+def _resumed(cfg: DictConfig, client, run_id: str, started: float) -> RunResult:
     s = jobs.build(cfg)
     resume.check_unchanged(client, run_id, s.facts)  # logged when the run began; they must still hold
     with _staging() as work:
         ckpts = checkpoints.RunCheckpoints(client, run_id, staging=work)
         scaler = loop.grad_scaler(s.job.rt.precision)
         done = ckpts.restore(s.model, s.optimizer, s.scheduler, scaler, s.generator)
-        return _fit(cfg, client, run_id, s, ckpts, done, scaler)
+        return _fit(cfg, client, run_id, s, ckpts, done, scaler, started)
 
 
-def _fit(cfg, client, run_id, s: jobs.Setup, ckpts, done: checkpoints.Progress, scaler) -> RunResult:
+def _fit(cfg, client, run_id, s: jobs.Setup, ckpts, done: checkpoints.Progress, scaler,
+         started: float) -> RunResult:
     end = loop.run_epochs(cfg, client, run_id, s, scaler, ckpts, done)
     ckpts.finish()
-    log.info("%s: best val acc %.4f at epoch %d", lifecycle.run_name(cfg), end.best, end.best_epoch)
+    name = lifecycle.run_name(cfg)
+    log.info("%s: best val acc %.4f at epoch %d", name, end.best, end.best_epoch)
     diagnostics.log_best(client, run_id, s.model, ckpts.dir / checkpoints.BEST, s.job)
-    return RunResult(run_id, end.best, end.best_epoch, end.seconds)
+    test = None
+    if s.job.test_loader is not None:  # once, on the val-selected model, after every choice
+        test = diagnostics.log_test(client, run_id, s.job, cfg.trainer.epochs)
+        log.info("%s: test acc %.4f  loss %.4f (%d images)", name, test["test_acc"], test["test_loss"],
+                 s.job.n_test)
+    store.log_metrics(client, run_id, {"total_seconds": time.perf_counter() - started}, step=cfg.trainer.epochs)
+    return RunResult(run_id, end.best, end.best_epoch, end.seconds, None if test is None else test["test_acc"])
 
 
 @contextmanager

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from tl.data import layout
 from tl.data.datasets import DATASETS
 from tl.errors import ConfigError, not_one_of
 from tl.models.backbones import SOURCES, stage_count
@@ -51,15 +52,11 @@ def _val_fraction(d) -> None:
     if vf is not None:
         if isinstance(vf, bool) or not isinstance(vf, (int, float)) or not 0 < vf < 1:
             raise ConfigError(f"dataset.val_fraction={vf!r} must be a number in (0, 1)")
-        return
-    if d.name != "imagefolder" or d.get("root") in (None, "", "???"):
+    if d.name not in ("imagefolder", "hymenoptera") or d.get("root") in (None, "", "???"):
         return
     root = resolve(d.root)
-    if root.is_dir() and not ((root / "train").is_dir() and (root / "val").is_dir()):
-        raise ConfigError(
-            f"dataset.val_fraction is null, but {str(root)!r} has no train/ and val/ folders to "
-            "split by: set dataset.val_fraction=0.2 (say), or arrange the images as "
-            "root/{train,val}/<class>/")
+    if root.is_dir():  # a layout error, too, before any image is read
+        layout.check_fractions(layout.find(root, d.get("splits")), vf, d.get("test_fraction"))
 
 
 def frozen_stages(cfg, backbone) -> int:

@@ -1,0 +1,209 @@
+"""A folder dataset's split folders are found by name, missing splits are carved (stratified,
+seeded), and a layout tl cannot read unambiguously is an error that says how to fix it."""
+
+import json
+import shutil
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import compose_cfg, make_image_folder
+from tl.data import datasets, layout
+from tl.errors import ConfigError, DataError
+from tl.models.backbones import DataConfig
+from tl.train import train
+from tl.training import validate
+
+DATA = DataConfig(32, 36, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bilinear")
+
+
+def build(root, *overrides):
+    cfg = compose_cfg("dataset=imagefolder", f"dataset.root={root}", *overrides)
+    return datasets.build_splits(cfg.dataset, DATA)
+
+
+def folders(splits):
+    """split -> {folder of each image relative to root}"""
+    root = splits.layout["root"]
+    out = {}
+    for name in ("train", "val", "test"):
+        ds = getattr(splits, name)
+        out[name] = None if ds is None else {str(p.parent.relative_to(root)) for p, _ in ds.samples}
+    return out
+
+
+def with_splits(tmp_path, names, n=6):
+    """A tree whose split folders are called `names` (e.g. train, validation), each holding the
+    classes ants and bees with `n` images."""
+    root = tmp_path / "d"
+    src = make_image_folder(tmp_path / "src", n_train=n, n_val=n)
+    for name in names:
+        shutil.copytree(src / "train", root / name)
+    return root
+
+
+def test_train_and_validation_folders_are_splits_not_classes(tmp_path):
+    s = build(with_splits(tmp_path, ["train", "validation"]))
+    assert s.classes == ["ants", "bees"]
+    assert folders(s) == {"train": {"train/ants", "train/bees"},
+                          "val": {"validation/ants", "validation/bees"}, "test": None}
+
+
+@pytest.mark.parametrize("names", [["Train", "Valid", "Test"], ["training", "dev", "testing"],
+                                   ["TRAIN", "Validation", "test"]])
+def test_split_folders_are_recognised_in_any_case_and_spelling(tmp_path, names):
+    s = build(with_splits(tmp_path, names))
+    tr, va, te = names
+    assert folders(s) == {"train": {f"{tr}/ants", f"{tr}/bees"}, "val": {f"{va}/ants", f"{va}/bees"},
+                          "test": {f"{te}/ants", f"{te}/bees"}}
+    assert s.layout["splits"]["test"]["from"] == f"{te}/"
+
+
+def test_train_and_test_without_val_carve_val_from_train_and_leave_test_untouched(tmp_path):
+    s = build(with_splits(tmp_path, ["train", "test"], n=10), "dataset.val_fraction=0.2", "dataset.split_seed=3")
+    assert (len(s.train), len(s.val), len(s.test)) == (16, 4, 20)
+    assert folders(s)["val"] == {"train/ants", "train/bees"} and folders(s)["test"] == {"test/ants", "test/bees"}
+    assert sorted(y for _, y in s.val.samples) == [0, 0, 1, 1]  # stratified
+    again = build(tmp_path / "d", "dataset.val_fraction=0.2", "dataset.split_seed=3")
+    assert again.val.samples == s.val.samples  # seeded
+    other = build(tmp_path / "d", "dataset.val_fraction=0.2", "dataset.split_seed=4")
+    assert other.val.samples != s.val.samples
+    assert not {p for p, _ in s.train.samples} & {p for p, _ in s.val.samples}
+
+
+def test_train_alone_gets_val_carved(tmp_path):
+    s = build(with_splits(tmp_path, ["train"], n=10), "dataset.val_fraction=0.3")
+    assert (len(s.train), len(s.val), s.test) == (14, 6, None)
+    assert s.layout["splits"]["val"]["from"] == "30% of train/ (seed 0)"
+
+
+def test_a_bare_class_tree_gets_val_and_test_carved_stratified_and_seeded(tmp_path):
+    root = make_image_folder(tmp_path / "flat", n_train=10, n_val=10, layout="flat")
+    s = build(root, "dataset.val_fraction=0.2", "dataset.test_fraction=0.1")
+    assert (len(s.train), len(s.val), len(s.test)) == (28, 8, 4)
+    for ds, per_class in ((s.val, 4), (s.test, 2)):
+        assert sorted(y for _, y in ds.samples) == [0] * per_class + [1] * per_class
+    paths = [{p for p, _ in ds.samples} for ds in (s.train, s.val, s.test)]
+    assert not (paths[0] & paths[1] or paths[0] & paths[2] or paths[1] & paths[2])
+    # Adding a test split leaves the val split as it was.
+    assert build(root, "dataset.val_fraction=0.2").val.samples == s.val.samples
+
+
+def test_explicit_split_names_are_used(tmp_path):
+    s = build(with_splits(tmp_path, ["train", "holdout"]), "dataset.splits.val=holdout")
+    assert folders(s)["val"] == {"holdout/ants", "holdout/bees"}
+
+
+def test_an_explicit_split_that_does_not_exist_names_the_key_and_the_folders(tmp_path):
+    root = with_splits(tmp_path, ["train", "holdout"])
+    with pytest.raises(ConfigError, match=r"dataset.splits.val='heldout': there is no folder .*holdout/"):
+        build(root, "dataset.splits.val=heldout")
+
+
+def test_a_top_level_mixing_splits_and_other_folders_is_an_error_naming_them(tmp_path):
+    root = with_splits(tmp_path, ["train", "val"])
+    shutil.copytree(root / "train" / "ants", root / "wasps")
+    with pytest.raises(DataError, match=r"mixes split folders \(train/, val/\) with folders that are not "
+                                        r"splits \(wasps/\).*dataset.splits.val=FOLDER"):
+        build(root)
+
+
+def test_a_split_name_beside_class_folders_is_an_error_too(tmp_path):
+    root = make_image_folder(tmp_path / "flat", layout="flat")
+    shutil.copytree(root / "ants", root / "test")
+    with pytest.raises(DataError, match=r"mixes split folders \(test/\) with folders that are not "
+                                        r"splits \(ants/, bees/\)"):
+        build(root)
+
+
+def test_two_folders_for_one_split_are_an_error(tmp_path):
+    root = with_splits(tmp_path, ["train", "val", "validation"])
+    with pytest.raises(DataError, match=r"2 folders that look like the val split: val/, "
+                                        r"validation/.*dataset.splits.val"):
+        build(root)
+
+
+def test_split_folders_without_train_are_an_error(tmp_path):
+    root = with_splits(tmp_path, ["val", "test"])
+    with pytest.raises(DataError, match=r"no train folder.*dataset.splits.train=FOLDER"):
+        build(root)
+
+
+def test_a_class_folder_holding_only_folders_is_a_nesting_error(tmp_path):
+    root = tmp_path / "d"
+    make_image_folder(root / "train" / "animals", n_val=2)  # train/animals/{train,val}/<class>
+    shutil.copytree(root / "train", root / "val")
+    with pytest.raises(DataError, match=r"class folder train/animals/ .* holds only folders \(train/, val/\) "
+                                        r"and no images: a nesting mistake\? set dataset.root=.*train/animals"):
+        build(root)
+
+
+def test_a_dataset_one_folder_too_high_says_which_root_to_use(tmp_path):
+    make_image_folder(tmp_path / "outer" / "pets")
+    with pytest.raises(DataError, match=r"class folder pets/ .* set dataset.root=.*outer/pets"):
+        build(tmp_path / "outer")
+
+
+def test_class_folders_with_images_and_subfolders_are_classes(tmp_path):
+    root = make_image_folder(tmp_path / "d")
+    make_image_folder(root / "train" / "ants" / "more", classes=("x",), n_train=2, n_val=0, layout="flat")
+    s = build(root)
+    assert s.classes == ["ants", "bees"] and len(s.train) == 18
+
+
+def test_no_val_folder_and_no_val_fraction_is_refused_before_any_image_is_read(tmp_path):
+    root = with_splits(tmp_path, ["train", "test"])
+    cfg = compose_cfg("dataset=imagefolder", f"dataset.root={root}", "dataset.val_fraction=null")
+    with pytest.raises(ConfigError, match="val_fraction is null, but .* has no train/ and val/ folders"):
+        validate.check(cfg)
+
+
+@pytest.mark.parametrize("override,message", [
+    ("dataset.test_fraction=1.5", r"dataset.test_fraction=1.5 must be a number in \(0, 1\)"),
+    ("dataset.test_fraction=0.9", r"val_fraction=0.2 \+ dataset.test_fraction=0.9 leave nothing to train on"),
+])
+def test_bad_test_fractions_are_refused_naming_the_key(tmp_path, override, message):
+    root = make_image_folder(tmp_path / "flat", layout="flat")
+    cfg = compose_cfg("dataset=imagefolder", f"dataset.root={root}", override)
+    with pytest.raises(ConfigError, match=message):
+        validate.check(cfg)
+
+
+def test_a_class_only_in_test_is_an_error_naming_the_folder(tmp_path):
+    root = with_splits(tmp_path, ["train", "val", "test"])
+    (root / "test" / "bees").rename(root / "test" / "wasps")
+    with pytest.raises(DataError, match=r"only in test/, not in train/: \['wasps'\]"):
+        build(root)
+
+
+def test_the_layout_line_names_each_split_its_folder_and_images_per_class(tmp_path):
+    s = build(with_splits(tmp_path, ["train", "validation"], n=3))
+    assert layout.line(s.layout) == ("layout: train=train/ 6 (ants 3, bees 3) | "
+                                     "val=validation/ 6 (ants 3, bees 3) | test: none")
+
+
+def test_a_run_prints_and_logs_its_layout(tmp_path, store, caplog):
+    import logging
+
+    root = with_splits(tmp_path, ["train", "Validation"], n=4)
+    with caplog.at_level(logging.INFO, logger="tl"):
+        train(compose_cfg("dataset=imagefolder", f"dataset.root={root}", "model=resnet18",
+                          "model.pretrained=false", "model.input_size=32", "strategy=freeze",
+                          "trainer.epochs=1", "trainer.batch_size=4", f"tracking.uri={store}"))
+    expected = "layout: train=train/ 8 (ants 4, bees 4) | val=Validation/ 8 (ants 4, bees 4) | test: none"
+    assert expected in caplog.text
+    client = MlflowClient(store)
+    (run,) = client.search_runs([client.get_experiment_by_name("tl").experiment_id])
+    assert run.data.params["data.layout"] == expected
+    assert run.data.params["data.classes"] == "ants,bees" and run.data.params["data.test_images"] == "0"
+    local = client.download_artifacts(run.info.run_id, "layout.json", str(tmp_path))
+    saved = json.loads(open(local, encoding="utf-8").read())
+    assert saved["splits"]["val"] == {"from": "Validation/", "images": 8, "per_class": {"ants": 4, "bees": 4}}
+    assert saved["splits"]["test"] is None and saved["classes"] == ["ants", "bees"]
+
+
+def test_hymenoptera_reads_its_layout_the_same_way(tmp_path):
+    root = with_splits(tmp_path, ["train", "val"])
+    cfg = compose_cfg("dataset=hymenoptera", f"dataset.root={root}")
+    s = datasets.build_splits(cfg.dataset, DATA)
+    assert folders(s)["val"] == {"val/ants", "val/bees"} and s.test is None
