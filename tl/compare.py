@@ -194,7 +194,7 @@ def group_table(ds: groups.Dataset) -> tuple[list[str], list[list[str]]]:
         seeds = ",".join("-" if s is None else str(s) for s in sorted(g.seeds, key=lambda s: (s is None, s)))
         cell = {"": mark, "model": g.model, "strategy": g.strategy, "overrides": g.varied,
                 "n": str(g.acc.n), "mean": f"{g.acc.mean:.4f}", "± CI": _fmt(g.acc.half_width, ".4f"),
-                "p vs best": p, "cost s": _fmt(g.cost, ".1f"), "pareto": "front" if g.on_front else "",
+                "p vs best": p, "cost s": "-" if g.cost is None else verdict.secs(g.cost), "pareto": "front" if g.on_front else "",
                 "seeds": seeds}
         body.append([cell[h] for h in header])
     header = [{"mean": ds.metric, "± CI": f"± {ds.confidence:.0%} CI", "cost s": ds.cost}.get(h, h)
@@ -205,7 +205,7 @@ def group_table(ds: groups.Dataset) -> tuple[list[str], list[list[str]]]:
 def group_legend(ds: groups.Dataset, md: bool = False) -> str:
     alpha = 1 - ds.confidence
     star, eq = ("`*`", "`=`") if md else ("*", "=")
-    return (f"{star} best mean {ds.metric}; {eq} indistinguishable from the best (paired t-test over shared seeds, "
+    return (f"{star} the best group (highest mean); {eq} indistinguishable from the best (paired t-test over shared seeds, "
             f"else Welch, p >= {alpha:.2f}); {'`?`' if md else '?'} fewer than 2 seeds, no test; "
             f"front: no other group both more accurate and cheaper")
 

@@ -16,6 +16,7 @@ from statistics import fmean
 from scipy import stats as _scipy
 
 CONFIDENCE = 0.95
+EPS = 1e-12  # accuracies are ratios of counts: differences below this are float rounding
 
 
 @dataclass(frozen=True)
@@ -73,15 +74,16 @@ def compare(best: dict[int, list[float]], other: dict[int, list[float]]) -> Comp
     shared = sorted(set(a) & set(b))
     if len(shared) >= 2:
         diffs = [a[s] - b[s] for s in shared]
-        if max(diffs) == min(diffs):  # no spread: t is 0/0 or x/0, the answer is not
-            return Comparison("paired t-test", len(shared), 1.0 if diffs[0] == 0 else 0.0)
+        if max(diffs) - min(diffs) <= EPS:  # no spread: t is 0/0 or x/0, the answer is not
+            return Comparison("paired t-test", len(shared), 1.0 if abs(fmean(diffs)) <= EPS else 0.0)
         p = _scipy.ttest_rel([a[s] for s in shared], [b[s] for s in shared]).pvalue
         return Comparison("paired t-test", len(shared), float(p))
     xa = [v for vs in best.values() for v in vs]
     xb = [v for vs in other.values() for v in vs]
     if len(xa) >= 2 and len(xb) >= 2:
-        if len(set(xa)) == 1 and len(set(xb)) == 1:
-            return Comparison("Welch t-test", min(len(xa), len(xb)), 1.0 if xa[0] == xb[0] else 0.0)
+        if max(xa) - min(xa) <= EPS and max(xb) - min(xb) <= EPS:
+            same = abs(fmean(xa) - fmean(xb)) <= EPS
+            return Comparison("Welch t-test", min(len(xa), len(xb)), 1.0 if same else 0.0)
         p = _scipy.ttest_ind(xa, xb, equal_var=False).pvalue
         return Comparison("Welch t-test", min(len(xa), len(xb)), float(p))
     return Comparison("no test: fewer than 2 seeds", min(len(xa), len(xb)), None)
