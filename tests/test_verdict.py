@@ -101,3 +101,9 @@ def test_compare_prints_and_logs_one_verdict_per_dataset(store, tmp_path):
     assert md.count("## ") == 2 and "## pets-00000001" in md and "## flowers-00000002" in md
     assert "Best on flowers-00000002: lite0 + freeze, test acc 0.710 ± 0.025 (95% CI, 3 seeds)." in md
     assert "compare/verdict.md" in {a.path for a in client.list_artifacts(parent, "compare")}
+
+
+def test_a_confidence_outside_0_1_is_refused_naming_the_option(store, capsys):
+    log_sweep(store, [Job("lite0", "freeze", 0.9)])
+    assert cli.main(["compare", "--tracking-uri", store, "--confidence", "95"]) == 2
+    assert "--confidence 95.0 must lie strictly between 0 and 1, e.g. 0.95" in capsys.readouterr().err

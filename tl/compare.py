@@ -50,11 +50,6 @@ class Row:
         self.data_key = self.data_key or self.dataset
 
     @property
-    def score(self) -> float | None:
-        """What ranks the run: test acc where it has a test split, else best val acc."""
-        return self.test_acc if self.test_acc is not None else self.best_val_acc
-
-    @property
     def label(self) -> str:
         return " / ".join(x for x in (self.model, self.strategy, self.varied) if x)
 
@@ -138,15 +133,29 @@ def collect(client, parent) -> list[Row]:
             total_seconds=m.get("total_seconds"),
         ))
     order = {k: i for i, k in enumerate(sorted({r.data_key for r in rows}))}
-    return sorted(rows, key=lambda r: (order[r.data_key], r.score is None, -(r.score or 0.0),
+    by = _metric_per_dataset(rows)
+
+    def score(r):
+        return getattr(r, by[r.data_key])
+
+    return sorted(rows, key=lambda r: (order[r.data_key], score(r) is None, -(score(r) or 0.0),
                                        r.final_val_loss if r.final_val_loss is not None else math.inf))
+
+
+def _metric_per_dataset(rows: list[Row]) -> dict[str, str]:
+    """The Row attribute each dataset's runs are ranked by: the one its groups are (tl/groups.py)."""
+    out = {}
+    for key in {r.data_key for r in rows}:
+        done = [r for r in rows if r.data_key == key and r.status == "FINISHED" and r.best_val_acc is not None]
+        out[key] = groups.choose_metric(done)[0] if done else "best_val_acc"
+    return out
 
 
 def _best(rows: list[Row]) -> set[str]:
     """The best finished run of each dataset (rows are ranked already)."""
-    out = {}
+    by, out = _metric_per_dataset(rows), {}
     for r in rows:
-        if r.status == "FINISHED" and r.score is not None:
+        if r.status == "FINISHED" and getattr(r, by[r.data_key]) is not None:
             out.setdefault(r.data_key, r.run_id)
     return set(out.values())
 
@@ -194,8 +203,8 @@ def group_table(ds: groups.Dataset) -> tuple[list[str], list[list[str]]]:
         seeds = ",".join("-" if s is None else str(s) for s in sorted(g.seeds, key=lambda s: (s is None, s)))
         cell = {"": mark, "model": g.model, "strategy": g.strategy, "overrides": g.varied,
                 "n": str(g.acc.n), "mean": f"{g.acc.mean:.4f}", "± CI": _fmt(g.acc.half_width, ".4f"),
-                "p vs best": p, "cost s": "-" if g.cost is None else verdict.secs(g.cost), "pareto": "front" if g.on_front else "",
-                "seeds": seeds}
+                "p vs best": p, "cost s": "-" if g.cost is None else verdict.secs(g.cost),
+                "pareto": "front" if g.on_front else "", "seeds": seeds}
         body.append([cell[h] for h in header])
     header = [{"mean": ds.metric, "± CI": f"± {ds.confidence:.0%} CI", "cost s": ds.cost}.get(h, h)
               for h in header]
@@ -205,9 +214,9 @@ def group_table(ds: groups.Dataset) -> tuple[list[str], list[list[str]]]:
 def group_legend(ds: groups.Dataset, md: bool = False) -> str:
     alpha = 1 - ds.confidence
     star, eq = ("`*`", "`=`") if md else ("*", "=")
-    return (f"{star} the best group (highest mean); {eq} indistinguishable from the best (paired t-test over shared seeds, "
-            f"else Welch, p >= {alpha:.2f}); {'`?`' if md else '?'} fewer than 2 seeds, no test; "
-            f"front: no other group both more accurate and cheaper")
+    return (f"{star} the best group (highest mean); {eq} indistinguishable from the best (paired t-test "
+            f"over shared seeds, else Welch, p >= {alpha:.2f}); {'`?`' if md else '?'} fewer than 2 seeds, "
+            "no test; front: no other group both more accurate and cheaper")
 
 
 def _group_right(ds: groups.Dataset) -> set[str]:
@@ -377,7 +386,7 @@ def run(uri: str, experiment: str, which: str, out: str | None, confidence: floa
           f"{len(rows)} runs, {finished} finished\n")
     header, body = table(rows)
     print("\n".join(_aligned(header, body, RIGHT)))
-    print("* best run per dataset (test acc where runs have a test split, else best val acc)"
+    print("* best run per dataset (by test acc where every run has a test split, else best val acc)"
           + ("; runs not FINISHED are marked with their status" if finished < len(rows) else ""))
     datasets = groups.analyse(rows, confidence)
     for ds in datasets.values():

@@ -75,7 +75,9 @@ def _all_have(rows, key: str) -> bool:
     return all(getattr(r, key) is not None for r in rows)
 
 
-def _choose_metric(done) -> tuple[str, str, list[str]]:
+def choose_metric(done) -> tuple[str, str, list[str]]:
+    """(Row attribute, its name, notes) of what ranks one dataset's finished runs: one metric for
+    all of them, never test acc for some and val acc for others."""
     with_test = sum(r.test_acc is not None for r in done)
     if with_test == len(done):
         return "test_acc", "test acc", []
@@ -106,7 +108,7 @@ def analyse(rows, confidence: float = stats.CONFIDENCE) -> dict[str, Dataset]:
         done = [r for r in mine if r.status == "FINISHED" and r.best_val_acc is not None]
         if not done:
             continue
-        metric_key, metric, notes = _choose_metric(done)
+        metric_key, metric, notes = choose_metric(done)
         cost_key, cost_notes = _choose_cost(done)
         groups: dict[tuple, Group] = {}
         for r in done:
