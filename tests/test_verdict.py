@@ -32,7 +32,7 @@ def test_three_seeds_give_the_best_with_its_interval_what_ties_it_and_the_cheape
     assert lines == [
         "Best on cats_vs_dogs-3fa2b1c0: lite0 + partial_freeze, test acc 0.981 ± 0.009 (95% CI, 3 seeds).",
         "Indistinguishable from it (paired t-test against the best, p >= 0.05): "
-        f"lite0 + finetune (p={ft.vs_best.p:.2f}).",
+        f"lite0 + finetune (p={ft.vs_best.p:.3f}).",
         "Cheapest within 1 point of the best: lite0 + freeze, test acc 0.973, 14x less time (10.0 vs 140.0 total s).",
     ]
     assert ft.vs_best.p >= 0.05  # the finetune gap (0.2 points, not the same sign on every seed) is noise

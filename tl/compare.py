@@ -337,7 +337,7 @@ def plot_matrix(mats):
         im = ax.imshow(grid, cmap="viridis", vmin=0, vmax=1, aspect="auto")
         ax.set_xticks(range(len(strategies)), strategies)
         ax.set_yticks(range(len(models)), models)
-        ax.set_title(f"{what.lower()} ({ds})")
+        ax.set_title(f"{ds}: {what[0].lower() + what[1:]}")
         for i, row in enumerate(grid):
             for j, v in enumerate(row):
                 ax.text(j, i, "-" if math.isnan(v) else f"{v:.3f}", ha="center", va="center",

@@ -65,7 +65,7 @@ def lines(ds: Dataset, within: float = 1.0) -> list[str]:
         if tests:
             how = f"{' / '.join(tests)} against the best, p >= {1 - ds.confidence:.2f}"
             out.append(f"Indistinguishable from it ({how}): "
-                       + (", ".join(f"{g.label} (p={g.vs_best.p:.2f})" for g in same) if same else "none")
+                       + (", ".join(f"{g.label} (p={g.vs_best.p:.3f})" for g in same) if same else "none")
                        + ".")
         if unknown:
             out.append("Not testable, fewer than 2 seeds: " + ", ".join(g.label for g in unknown)
