@@ -39,26 +39,29 @@ def test_compare_prints_one_row_per_run_ranked_with_the_best_marked(tiny_sweep, 
     assert "11,177,538" in rows[0]  # resnet18 with a 2-class head
 
 
-def test_compare_prints_a_backbone_by_strategy_matrix(compared):
+def test_compare_prints_a_backbone_by_strategy_matrix(tiny_sweep, compared):
     text = compared.stdout
-    assert "Best val acc, backbone x strategy (imagefolder):" in text
-    matrix = text.split("backbone x strategy (imagefolder):")[1].splitlines()
+    # the dataset's identity: its tl.data_id where runs log one, else its name
+    data = tiny_sweep.jobs["freeze"].data.tags.get("tl.data_id", "imagefolder")
+    assert f"Best val acc, backbone x strategy ({data}):" in text
+    matrix = text.split(f"backbone x strategy ({data}):")[1].splitlines()
     assert matrix[1].split() == ["finetune", "freeze"]
-    assert matrix[2].split()[0] == "resnet18"
+    assert matrix[2].split()[:2] == ["resnet18", "(scratch)"]  # the sweep trains it from scratch
 
 
 def test_compare_writes_the_table_and_figures(compared):
     files = {p.name: p for p in compared.out.iterdir()}
-    assert set(files) == {"table.md", "runs.csv", "curves.png", "matrix.png"}
-    for png in ("curves.png", "matrix.png"):
+    assert set(files) == {"table.md", "runs.csv", "curves.png", "matrix.png", "pareto.png", "verdict.md"}
+    for png in ("curves.png", "matrix.png", "pareto.png"):
         assert files[png].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "| resnet18 |" in files["table.md"].read_text()
+    assert "| resnet18 (scratch) |" in files["table.md"].read_text()
     assert len(files["runs.csv"].read_text().splitlines()) == 3
 
 
 def test_compare_logs_them_on_the_sweeps_parent_run(tiny_sweep, compared):
     logged = {a.path for a in tiny_sweep.client.list_artifacts(tiny_sweep.parent.info.run_id, "compare")}
-    assert logged == {"compare/table.md", "compare/runs.csv", "compare/curves.png", "compare/matrix.png"}
+    assert logged == {"compare/table.md", "compare/runs.csv", "compare/curves.png", "compare/matrix.png",
+                      "compare/pareto.png", "compare/verdict.md"}
 
 
 def test_compare_given_a_job_instead_of_its_sweep_names_the_sweep(tiny_sweep, capsys):
@@ -72,14 +75,16 @@ def test_compare_in_an_empty_store_says_how_to_make_a_sweep(tmp_path, capsys):
     assert "no MLflow store" in capsys.readouterr().err
 
 
-def row(model, strategy, acc, dataset="digits"):
-    return Row("id", "name", "FINISHED", model, strategy, dataset, acc, 1, 0.5, 1.0, 1, 2)
+def row(model, strategy, acc, dataset="digits", varied=""):
+    return Row("id", "name", "FINISHED", model, strategy, dataset, acc, 1, 0.5, 1.0, 1, 2, varied)
 
 
 def test_the_matrix_holds_each_pairs_best_run_per_dataset():
-    mats = matrices([row("vgg16", "freeze", 0.9), row("vgg16", "freeze", 0.7), row("alexnet", "finetune", 0.8),
+    # runs of one pair that differ in another swept key (not the seed): the pair's best
+    mats = matrices([row("vgg16", "freeze", 0.9, varied="optimizer.lr=0.1"),
+                     row("vgg16", "freeze", 0.7, varied="optimizer.lr=0.01"), row("alexnet", "finetune", 0.8),
                      row("vgg16", "freeze", 0.1, dataset="cifar10")])
-    models, strategies, cells = mats["digits"]
+    models, strategies, cells, _ = mats["digits"]
     assert (models, strategies) == (["vgg16", "alexnet"], ["finetune", "freeze"])
     assert cells == {("vgg16", "freeze"): 0.9, ("alexnet", "finetune"): 0.8}
     assert mats["cifar10"][2] == {("vgg16", "freeze"): 0.1}

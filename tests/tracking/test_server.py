@@ -167,7 +167,8 @@ def test_tl_compare_logs_its_files_on_the_parent_where_the_server_serves_them(se
     assert parent["run_id"] in out.stdout and "Best val acc, backbone x strategy" in out.stdout
 
     files = listing(server, parent["run_id"], "compare")
-    assert set(files) == {"compare/table.md", "compare/runs.csv", "compare/curves.png", "compare/matrix.png"}
+    assert set(files) == {"compare/table.md", "compare/runs.csv", "compare/curves.png", "compare/matrix.png",
+                          "compare/pareto.png", "compare/verdict.md"}
     assert all(f["file_size"] > 0 for f in files.values())
     table = fetch(server, "/get-artifact", path="compare/table.md", run_uuid=parent["run_id"])
     assert table == (tmp_path / "table.md").read_bytes()

@@ -32,14 +32,21 @@ def parser() -> argparse.ArgumentParser:
                                "Train with: python -m tl.train (add -m for a sweep).")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    c = sub.add_parser("compare", help="a sweep's runs side by side: table, matrix, curves",
-                       description="Rank a sweep's runs, print a backbone x strategy matrix, plot "
-                                   "their val curves, and log it all under compare/ of the sweep's parent run.")
+    c = sub.add_parser("compare", help="a sweep's runs side by side: table, intervals, matrix, curves, verdict",
+                       description="Rank a sweep's runs per dataset, group seeds with 95%% intervals, mark "
+                                   "the Pareto front of accuracy against time, print a backbone x strategy "
+                                   "matrix and the verdict, plot the val curves, and log it all under "
+                                   "compare/ of the sweep's parent run.")
     c.add_argument("--experiment", default="tl", help="experiment to find the latest sweep in (default: tl)")
     c.add_argument("--sweep", default="latest", metavar="PARENT_RUN_ID|latest",
                    help="the sweep's parent run id (default: latest, the most recently started sweep)")
     c.add_argument("--tracking-uri", help=_uri_help())
     c.add_argument("--out", metavar="DIR", help="also keep the table and figures in DIR")
+    c.add_argument("--confidence", type=float, default=0.95, metavar="C",
+                   help="confidence of the intervals over seeds; 1 - C is the test's level (default: 0.95)")
+    c.add_argument("--within", type=float, default=1.0, metavar="POINTS",
+                   help="the verdict names the cheapest configuration within POINTS accuracy points "
+                        "of the best (default: 1, i.e. 0.01)")
 
     r = sub.add_parser("reproduce", help="re-run a run from its logged config and compare its metrics",
                        description="Recompose a run's config from its saved Hydra overrides, check it "
@@ -78,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "compare":
             from tl.cli import compare
 
-            return compare.run(uri, args.experiment, args.sweep, args.out)
+            return compare.run(uri, args.experiment, args.sweep, args.out, args.confidence, args.within)
         if args.command == "server":
             from tl.cli import server
 

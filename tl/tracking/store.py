@@ -6,18 +6,17 @@ process-global active run, so sweeps in threads or processes cannot cross their 
 
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
 import subprocess
 import sys
-import urllib.parse
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from tl.runtime.paths import project_root
 from tl.tracking import remote
+from tl.tracking import links
 
 log = logging.getLogger(__name__)
 
@@ -156,16 +155,13 @@ def package_versions() -> dict[str, str]:
 
 
 def ui_hint(uri: str, exp_id: str, run_ids: list[str] | None = None) -> str:
-    """How to open this store on the runs' curves (MLflow 3 opens experiments in GenAI mode
-    unless the link asks for the model-training view)."""
+    """How to open this store: its runs table, and the runs' val curves (tl/links.py)."""
     path = sqlite_path(uri)
     base = uri.rstrip("/") if uri.startswith("http") else "http://127.0.0.1:5000"
     lines = []
     if path is not None or not uri.startswith("http"):
         lines.append(f"  mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000")
-    lines.append(f"  runs:   {base}/#/experiments/{exp_id}/runs?workflowType=machine_learning")
+    lines.append(f"  runs:   {links.runs_url(base, exp_id)}")
     if run_ids:
-        q = urllib.parse.quote(json.dumps(run_ids, separators=(",", ":")))
-        e = urllib.parse.quote(json.dumps([exp_id]))
-        lines.append(f"  curves: {base}/#/compare-runs?runs={q}&experiments={e}")
+        lines.append(f"  curves: {links.curves_url(base, [exp_id], run_ids)}")
     return "\n".join(lines)

@@ -1,0 +1,110 @@
+"""The verdict that ends `tl compare`: the best with its interval, what cannot be told apart
+from it, the cheapest choice nearly as good; with one seed, that intervals are unknown and how
+to get them. One verdict per dataset, logged as compare/verdict.md."""
+
+import contextlib
+import io
+
+from tests.logged_sweeps import Job, log_sweep
+from tl.cli.main import main as tl_command
+from tl.analysis import groups, verdict
+from tl.cli.compare import Row
+
+
+def run(model, strategy, seed, test_acc, seconds, data="cats_vs_dogs-3fa2b1c0", val=None):
+    r = Row(f"{model}-{strategy}-{seed}", "", "FINISHED", model, strategy, data,
+            val if val is not None else test_acc, 3, 0.3, seconds / 2, 1, 2,
+            varied=f"trainer.seed={seed}", data_key=data, seed=seed, test_acc=test_acc, total_seconds=seconds)
+    return r
+
+
+def three_seed_sweep():
+    rows = []
+    for seed, (pf, ft, fr) in enumerate([(0.980, 0.978, 0.972), (0.985, 0.981, 0.976), (0.978, 0.979, 0.971)]):
+        rows += [run("lite0", "partial_freeze", seed, pf, 140.0), run("lite0", "finetune", seed, ft, 300.0),
+                 run("lite0", "freeze", seed, fr, 10.0)]
+    return rows
+
+
+def test_three_seeds_give_the_best_with_its_interval_what_ties_it_and_the_cheapest_near_it():
+    (ds,) = groups.analyse(three_seed_sweep()).values()
+    ft = next(g for g in ds.groups if g.strategy == "finetune")
+    lines = verdict.lines(ds)
+    assert lines == [
+        "Best on cats_vs_dogs-3fa2b1c0: lite0 + partial_freeze, test acc 0.981 ± 0.009 (95% CI, 3 seeds).",
+        "Indistinguishable from it (paired t-test against the best, p >= 0.05): "
+        f"lite0 + finetune (p={ft.vs_best.p:.3f}).",
+        "Cheapest within 1 point of the best: lite0 + freeze, test acc 0.973, 14x less time (10.0 vs 140.0 total s).",
+    ]
+    assert ft.vs_best.p >= 0.05  # the finetune gap (0.2 points, not the same sign on every seed) is noise
+
+
+def test_a_group_beaten_on_every_seed_is_not_called_indistinguishable():
+    (ds,) = groups.analyse(three_seed_sweep()).values()
+    fr = next(g for g in ds.groups if g.strategy == "freeze")
+    assert fr.indistinguishable is False and fr.vs_best.p < 0.05
+    assert "lite0 + freeze (p=" not in verdict.lines(ds)[1]
+
+
+def test_one_seed_says_the_intervals_are_unknown_and_how_to_get_them():
+    rows = [run("lite0", "partial_freeze", 42, 0.98, 140.0), run("lite0", "freeze", 42, 0.95, 10.0)]
+    (ds,) = groups.analyse(rows).values()
+    lines = verdict.lines(ds)
+    assert lines[0] == "Best on cats_vs_dogs-3fa2b1c0: lite0 + partial_freeze, test acc 0.980 (1 seed)."
+    assert lines[1] == ("One seed per configuration: the intervals are unknown and no difference can be told "
+                        "from noise. Add trainer.seed=0,1,2 to the sweep for 95% intervals and a test of "
+                        "which differences are real.")
+    assert lines[2] == ("Cheapest within 1 point of the best: the best itself (140.0 total s). Cheapest on the "
+                        "Pareto front: lite0 + freeze, test acc 0.950 (-3.0 points), 14x less time "
+                        "(10.0 vs 140.0 total s).")
+
+
+def test_a_group_with_one_seed_beside_replicated_ones_is_named_untestable():
+    rows = three_seed_sweep() + [run("resnet18", "finetune", 0, 0.97, 200.0)]
+    (ds,) = groups.analyse(rows).values()
+    assert "Not testable, fewer than 2 seeds: resnet18 + finetune (add trainer.seed=0,1,2)." in verdict.lines(ds)
+
+
+def test_the_within_threshold_is_in_accuracy_points():
+    (ds,) = groups.analyse(three_seed_sweep()).values()
+    # freeze is 0.8 points below the best: within 1 point, not within 0.5
+    assert verdict.lines(ds, within=0.5)[2].startswith("Cheapest within 0.5 points of the best: the best itself")
+
+
+def test_without_a_test_split_the_verdict_ranks_by_best_val_acc_and_says_so():
+    rows = [run("lite0", "freeze", 42, None, 10.0, val=0.9), run("lite0", "finetune", 42, None, 90.0, val=0.95)]
+    (ds,) = groups.analyse(rows).values()
+    lines = verdict.lines(ds)
+    assert lines[0].startswith("Best on cats_vs_dogs-3fa2b1c0: lite0 + finetune, best val acc 0.950")
+    assert any(line.startswith("Note: no test split in these runs: ranked by best val acc") for line in lines)
+
+
+def test_runs_with_and_without_a_test_split_are_all_ranked_by_val():
+    rows = [run("lite0", "freeze", 42, 0.99, 10.0, val=0.9), run("lite0", "finetune", 42, None, 90.0, val=0.95)]
+    (ds,) = groups.analyse(rows).values()
+    assert ds.metric == "best val acc" and ds.best.strategy == "finetune"
+    assert "only 1 of 2 runs have a test split" in " ".join(verdict.lines(ds))
+
+
+def test_compare_prints_and_logs_one_verdict_per_dataset(store, tmp_path):
+    jobs = [Job("lite0", "freeze", 0.90 + 0.01 * s, seed=s, test_acc=0.9, total_seconds=10.0, data_id="pets-00000001")
+            for s in (0, 1, 2)]
+    jobs += [Job("lite0", "freeze", 0.70, seed=s, test_acc=0.7 + 0.01 * s, total_seconds=12.0,
+                 data_id="flowers-00000002") for s in (0, 1, 2)]
+    client, parent, _ = log_sweep(store, jobs)
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        assert tl_command(["compare", "--tracking-uri", store, "--out", str(tmp_path)]) == 0
+    text = stdout.getvalue()
+    assert "Verdict (pets-00000001):\n  Best on pets-00000001: lite0 + freeze, test acc 0.900 ± 0.000" in text
+    assert "Verdict (flowers-00000002):\n  Best on flowers-00000002: lite0 + freeze, test acc 0.710 ± 0.025" in text
+    md = (tmp_path / "verdict.md").read_text()
+    assert md.count("## ") == 2 and "## pets-00000001" in md and "## flowers-00000002" in md
+    assert "Best on flowers-00000002: lite0 + freeze, test acc 0.710 ± 0.025 (95% CI, 3 seeds)." in md
+    assert "compare/verdict.md" in {a.path for a in client.list_artifacts(parent, "compare")}
+
+
+def test_a_confidence_outside_0_1_is_refused_naming_the_option(store, capsys):
+    log_sweep(store, [Job("lite0", "freeze", 0.9)])
+    assert tl_command(["compare", "--tracking-uri", store, "--confidence", "95"]) == 2
+    assert "--confidence 95.0 must lie strictly between 0 and 1, e.g. 0.95" in capsys.readouterr().err
