@@ -1,4 +1,4 @@
-"""Build any backbone (torchvision, timm, shipped lite0) behind one surface.
+"""Build any backbone (torchvision, timm, shipped lite0/1/2) behind one surface.
 
 A `Backbone` knows its model, its classifier module names, its stages and the input its
 weights expect, so strategies and data code need no per-architecture branches.
@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from tl import heads, lite0, stages as stage_rules
+from tl import heads, lite, stages as stage_rules
 from tl.checkpoints import load_into, read_state_dict
 from tl.errors import ConfigError
 from tl.paths import resolve
 
-SOURCES = ("torchvision", "timm", "lite0")
+SOURCES = ("torchvision", "timm", "lite", "lite0")  # lite0: the older name of lite
 
 
 @dataclass
@@ -135,7 +135,7 @@ def create(cfg) -> Backbone:
     else:
         model, data = _timm(cfg, pretrained=False)
         if cfg.pretrained and not cfg.weights:
-            lite0.load_pretrained(model)
+            lite.load_pretrained(model, cfg.name)
     if cfg.weights:
         path = resolve(cfg.weights)
         load_into(model, read_state_dict(path), f"model.weights={str(path)!r}")

@@ -96,7 +96,7 @@ def apply(backbone: Backbone, cfg) -> Plan:
 def head_dropout(backbone: Backbone) -> float:
     """The dropout rate applied right before the classifier, whatever the family."""
     model = backbone.model
-    if backbone.source in ("timm", "lite0"):
+    if backbone.source in ("timm", "lite", "lite0"):
         return float(getattr(model, "drop_rate", 0.0) or 0.0)
     parent_name, _, leaf = backbone.head[-1].rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
