@@ -3,6 +3,7 @@
 - finetune: everything trains.
 - freeze: only the new head trains; the backbone is a fixed feature extractor.
 - partial_freeze: the first `frozen_stages` backbone stages are frozen, the rest trains.
+- lp_ft, gradual_unfreeze: phases, each trained as one of the above (tl.phases).
 
 Frozen parameters get `requires_grad=False`, so autograd stores no activations for a frozen
 prefix and the optimizer is built from trainable parameters only.
@@ -20,7 +21,8 @@ from tl.backbones import Backbone
 from tl.errors import ConfigError
 from tl.stages import matches
 
-STRATEGIES = ("finetune", "freeze", "partial_freeze")
+STRATEGIES = ("finetune", "freeze", "partial_freeze", "lp_ft", "gradual_unfreeze")
+PHASED = ("lp_ft", "gradual_unfreeze")  # their `phases` say what trains when (tl.phases)
 BN_MODES = ("eval", "train", "frozen")
 
 
@@ -34,6 +36,7 @@ class Plan:
     frozen: int
     head_modules: list[nn.Module] = field(default_factory=list)
     head_dropout: float = 0.0
+    hooks: list = field(default_factory=list)  # removed when a later phase trains otherwise
 
     @property
     def backbone_in_eval(self) -> bool:
@@ -50,6 +53,8 @@ class Plan:
 def frozen_stage_count(cfg, n_stages: int) -> int:
     if cfg.name not in STRATEGIES:
         raise ConfigError(f"strategy.name={cfg.name!r} is not one of {', '.join(STRATEGIES)}")
+    if cfg.name in PHASED:
+        raise ConfigError(f"strategy.name={cfg.name} trains in phases: build them with tl.phases.schedule")
     if cfg.name == "finetune":
         return 0
     if cfg.name == "freeze":
@@ -88,8 +93,8 @@ def apply(backbone: Backbone, cfg) -> Plan:
         # With the backbone in eval mode its own pre-classifier dropout is off; keep the
         # regulariser on the one part that trains, cached features or not.
         p = plan.head_dropout
-        plan.head_modules[-1].register_forward_pre_hook(
-            lambda m, args: (F.dropout(args[0], p, training=m.training),) + tuple(args[1:]))
+        plan.hooks.append(plan.head_modules[-1].register_forward_pre_hook(
+            lambda m, args: (F.dropout(args[0], p, training=m.training),) + tuple(args[1:])))
     return plan
 
 

@@ -20,11 +20,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from tl import (backbones, checkpointing, data, datacheck, decoded, device_batches, diagnostics,
-                features, parallel, paths, progress, resume, runtime, signals, strategies, sweep,
-                tracking, validate)
+                features, param_groups, parallel, paths, phases, progress, resume, runtime, signals,
+                strategies, sweep, tracking, validate)
 from tl.engine import Preprocess, evaluate, train_one_epoch
 from tl.errors import ConfigError
-from tl.optim import build_optimizer, build_scheduler
 
 log = logging.getLogger("tl")
 
@@ -113,22 +112,24 @@ def fit(cfg: DictConfig, client, run_id: str, out_dir: Path | None) -> float:
     generator = runtime.seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)
     t0 = time.perf_counter()
     backbone = backbones.create(cfg.model)
-    strategies.frozen_stage_count(cfg.strategy, backbones.stage_count(backbone, cfg.model.get("stages")))
+    phases.check(cfg, backbones.stage_count(backbone, cfg.model.get("stages")))
+    schedule = phases.schedule(cfg)
     model = backbone.model.to(rt.device)
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
     prep = Preprocess(rt, backbone.data.mean, backbone.data.std)
-    if features.applicable(cfg):
-        job = _feature_job(cfg, backbone, rt, prep, generator)
-    else:
-        job = _image_job(cfg, backbone, rt, prep, generator)
-    if cfg.trainer.get("compile"):
-        # Compiling pays off only for long runs: minutes of compile time on a CPU.
-        job = replace(job, step_model=torch.compile(job.step_model))
+    job = _job(schedule[0].cfg, backbone, rt, prep, generator)
     setup_seconds = time.perf_counter() - t0
 
-    optimizer = build_optimizer(model, cfg.optimizer)
-    scheduler = build_scheduler(optimizer, cfg.scheduler, cfg.trainer.epochs)
+    optimizer, scheduler = param_groups.optimizer_and_schedule(model, backbone, schedule[0])
+
+    def enter(phase: phases.Phase, before: Job):
+        """A later phase: the weights trained so far, its own freezing, optimizer and schedule."""
+        for hook in before.plan.hooks:
+            hook.remove()
+        phase_job = _job(phase.cfg, backbone, rt, prep, generator)
+        log.info("phase %d (%s) from epoch %d: %s", phase.index, phase.name, phase.start, phases.describe([phase]))
+        return (phase_job, *param_groups.optimizer_and_schedule(model, backbone, phase))
     facts = {
         **job.rt.as_params(), **job.plan.as_params(),
         "data.classes": ",".join(job.classes), "data.num_classes": len(job.classes),
@@ -157,7 +158,8 @@ def fit(cfg: DictConfig, client, run_id: str, out_dir: Path | None) -> float:
                 (work / name).write_text(content, encoding="utf-8")
                 client.log_artifact(run_id, str(work / name))
         ckpts = checkpointing.RunCheckpoints(client, run_id, staging=work)
-        best = _epochs(cfg, client, run_id, model, job, optimizer, scheduler, generator, ckpts)
+        best, job = _epochs(cfg, client, run_id, model, job, optimizer, scheduler, generator, ckpts,
+                            schedule, enter)
         diagnostics.log_best(client, run_id, model, ckpts.dir / checkpointing.BEST, job)
         return best
     finally:
@@ -183,10 +185,19 @@ class Job:
     shown: dict = field(default_factory=dict)  # val index -> uint8 image, when batches are features
 
 
+def _job(cfg, backbone, rt, prep, generator) -> Job:
+    job = (_feature_job if features.applicable(cfg) else _image_job)(cfg, backbone, rt, prep, generator)
+    if cfg.trainer.get("compile"):
+        # Compiling pays off only for long runs: minutes of compile time on a CPU.
+        job = replace(job, step_model=torch.compile(job.step_model))
+    return job
+
+
 def _image_job(cfg, backbone, rt, prep, generator) -> Job:
     t = cfg.trainer
     splits = data.build_splits(cfg.dataset, backbone.data, t.image_cache_mb, t.image_cache_scale)
-    backbones.attach_head(backbone, len(splits.classes), cfg.model.get("stages"))
+    if not backbone.head:  # a later phase keeps the head trained so far
+        backbones.attach_head(backbone, len(splits.classes), cfg.model.get("stages"))
     backbone.model.to(rt.device)
     plan = strategies.apply(backbone, cfg.strategy)
     in_memory = data.in_memory(splits.train) and data.in_memory(splits.val)
@@ -227,7 +238,8 @@ def _feature_job(cfg, backbone, rt, prep, generator) -> Job:
     if feats is None:
         state = "miss"
         splits = data.build_splits(cfg.dataset, backbone.data, t.image_cache_mb, t.image_cache_scale)
-        backbones.attach_head(backbone, len(splits.classes), cfg.model.get("stages"))
+        if not backbone.head:
+            backbones.attach_head(backbone, len(splits.classes), cfg.model.get("stages"))
         backbone.model.to(rt.device)
         feats = features.extract(backbone, splits, datacheck.check(splits), int(fc.views), rt, prep, int(t.seed),
                                  t.get("eval_batch_size") or t.batch_size,
@@ -235,7 +247,8 @@ def _feature_job(cfg, backbone, rt, prep, generator) -> Job:
                                  val_view_transform=data.val_transform(backbone.data))
         features.save(path, feats)
     else:
-        backbones.attach_head(backbone, len(feats.classes), cfg.model.get("stages"))
+        if not backbone.head:
+            backbones.attach_head(backbone, len(feats.classes), cfg.model.get("stages"))
         backbone.model.to(rt.device)
     log.info("feature cache %s: %s", state, path)
     plan = strategies.apply(backbone, cfg.strategy)
@@ -250,20 +263,30 @@ def _feature_job(cfg, backbone, rt, prep, generator) -> Job:
 
 
 def _epochs(cfg, client, run_id, model, job: Job, optimizer, scheduler, generator,
-            ckpts: checkpointing.RunCheckpoints) -> float:
+            ckpts: checkpointing.RunCheckpoints, schedule: list[phases.Phase], enter) -> tuple[float, Job]:
     t = cfg.trainer
     criterion = torch.nn.CrossEntropyLoss()
     scaler = torch.amp.GradScaler("cuda") if job.rt.precision == "fp16" else None
-    done = (ckpts.restore(model, optimizer, scheduler, scaler, generator) if cfg.get("resume")
-            else checkpointing.Progress())
+    phase, done = schedule[0], checkpointing.Progress()
+    if cfg.get("resume"):
+        # The saved optimizer belongs to the phase of the saved epoch: rebuild that one first.
+        saved_in = phases.at(schedule, ckpts.saved_epoch())
+        if saved_in is not phase:
+            phase = saved_in
+            job, optimizer, scheduler = enter(phase, job)
+        done = ckpts.restore(model, optimizer, scheduler, scaler, generator)
     best, best_epoch, total = done.best, done.best_epoch, done.seconds
     for epoch in progress.epochs(t.epochs, start=done.epoch + 1):
+        if epoch > phase.end:
+            phase = phases.at(schedule, epoch)
+            job, optimizer, scheduler = enter(phase, job)
         _set_epoch(job.train_loader, epoch)
-        lr = optimizer.param_groups[0]["lr"]
+        group_lrs = param_groups.lrs(optimizer)
+        lr = optimizer.param_groups[-1]["lr"]  # the phase's own LR: the head's (the only one without groups)
         tr = train_one_epoch(job.step_model, progress.batches(job.train_loader, "train"), optimizer,
                              criterion, job.rt, job.plan, job.prep, scaler)
         va = evaluate(job.step_model, progress.batches(job.val_loader, "val"), criterion, job.rt, job.prep)
-        scheduler.step(epoch)
+        scheduler.step(epoch - phase.start + 1)  # each phase's schedule counts its own epochs
         seconds = tr.seconds + va.seconds
         total += seconds
         # A first signal waits for this block: the epoch's metrics and checkpoint land together.
@@ -274,11 +297,12 @@ def _epochs(cfg, client, run_id, model, job: Job, optimizer, scheduler, generato
                     ckpts.save_best(model, epoch, va.acc, job.classes)
             tracking.log_metrics(client, run_id, {
                 "train_loss": tr.loss, "train_acc": tr.acc, "val_loss": va.loss, "val_acc": va.acc,
-                "lr": lr, "epoch_seconds": seconds,
+                "lr": lr, "phase": phase.index, **{f"lr.{k}": v for k, v in group_lrs.items()},
+                "epoch_seconds": seconds,
                 "images_per_second": (tr.images + va.images) / max(seconds, 1e-9),
                 "train_images_per_second": tr.images / max(tr.seconds, 1e-9),
             }, step=epoch)
-            ckpts.save_last(checkpointing.Progress(epoch, best, best_epoch, total), model, optimizer,
+            ckpts.save_last(checkpointing.Progress(epoch, best, best_epoch, total, phase.index), model, optimizer,
                             scheduler, scaler, generator, job.classes)
         log.info("epoch %d/%d  train loss %.4f acc %.4f  val loss %.4f acc %.4f  lr %.2e  %.1fs",
                  epoch, t.epochs, tr.loss, tr.acc, va.loss, va.acc, lr, seconds)
@@ -286,7 +310,7 @@ def _epochs(cfg, client, run_id, model, job: Job, optimizer, scheduler, generato
                                           "train_seconds": total}, step=t.epochs)
     ckpts.finish()
     log.info("%s: best val acc %.4f at epoch %d", run_name(cfg), best, best_epoch)
-    return best
+    return best, job
 
 
 def _set_epoch(loader, epoch: int) -> None:
