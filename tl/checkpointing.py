@@ -140,7 +140,7 @@ class RunCheckpoints:
         the phase that epoch trained in, so the optimizer state fits what loads it."""
         self._fetch()
         path = self.dir / LAST
-        return int(read(path)["epoch"]) if path.is_file() else 0
+        return int(read(path).get("epoch", 0)) if path.is_file() else 0  # restore names what else is amiss
 
     def finish(self) -> None:
         """A finished run needs no resume point; `best.pt` stays."""

@@ -1,4 +1,4 @@
-"""`tl`: compare a sweep's runs, reproduce a run, list the backbones.
+"""`tl`: compare a sweep's runs, reproduce a run, list and rank the backbones.
 
 Training itself is `python -m tl.train` (Hydra's command line); these subcommands work on what
 runs have logged. Each one imports only what it needs, so `tl --help` is instant.
@@ -57,6 +57,17 @@ def parser() -> argparse.ArgumentParser:
                                    "matching PATTERN, marking those whose weights are on this machine.")
     m.add_argument("pattern", nargs="?", default="*", metavar="PATTERN",
                    help="fnmatch pattern, e.g. 'res*' or '*vit*' (default: all)")
+
+    k = sub.add_parser("rank", help="score backbones on a dataset from one frozen pass each (LogME, k-NN)",
+                       description="Run each backbone frozen over the dataset once (through the freeze "
+                                   "feature cache), score its features (LogME, k-NN val accuracy), print "
+                                   "and log the ranking, and print the tl-train line for the top-k.")
+    k.add_argument("overrides", nargs="+", metavar="OVERRIDE",
+                   help="models=[PRESET,...] and Hydra overrides as for tl-train, e.g. dataset=imagefolder dataset.root=PATH")
+    k.add_argument("--top-k", type=int, default=3, metavar="K", help="backbones in the tl-train line (default: 3)")
+    k.add_argument("--strategies", default="finetune", metavar="S1,S2",
+                   help="strategies in the tl-train line (default: finetune)")
+    k.add_argument("--tracking-uri", help=_uri_help())
     return p
 
 
@@ -70,6 +81,11 @@ def main(argv: list[str] | None = None) -> int:
             from tl import compare
 
             return compare.run(uri, args.experiment, args.sweep, args.out)
+        if args.command == "rank":
+            from tl import rank
+
+            return rank.run(args.overrides, args.tracking_uri, args.top_k,
+                            [s for s in args.strategies.split(",") if s])
         if args.command == "reproduce":
             from tl import reproduce
 

@@ -263,4 +263,9 @@ def run(uri: str, experiment: str, which: str, out: str | None) -> int:
     print(f"\nLogged to the sweep's parent run under {ARTIFACT_DIR}/: {', '.join(f.name for f in files)}"
           + (f" (also written to {out})" if out else ""))
     print(tracking.ui_hint(uri, parent.info.experiment_id, [r.run_id for r in rows]))
+    from tl import rank  # did a `tl rank` of the same data predict these results?
+
+    held = rank.sweep_agreement(client, parent)
+    if held:
+        print("\n" + held)
     return 0
