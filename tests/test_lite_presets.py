@@ -66,3 +66,16 @@ def test_tl_models_lists_the_three_presets_as_offline():
     notes = {e.name: e.note for e in catalog.timm_models("tf_efficientnet_lite*")}
     assert notes["tf_efficientnet_lite2"] == "offline as the preset model=efficientnet_lite2"
     assert notes["tf_efficientnet_lite3"] == ""
+
+
+def test_the_offline_backbones_experiment_sweeps_the_three_lites_over_the_strategies():
+    from omegaconf import OmegaConf
+
+    from tests.conftest import CONF
+
+    params = OmegaConf.load(CONF / "experiment" / "offline_backbones.yaml").hydra.sweeper.params
+    assert params.model.split(",") == list(SIZES)
+    assert params.strategy.split(",") == ["finetune", "freeze", "lp_ft", "gradual_unfreeze"]
+    for model in SIZES:
+        cfg = compose_cfg("experiment=offline_backbones", f"model={model}", "strategy=lp_ft")
+        assert (cfg.dataset.name, cfg.model.source) == ("hymenoptera", "lite0" if model.endswith("0") else "lite")
