@@ -95,6 +95,8 @@ def test_rank_with_no_backbone_scored_exits_1(tiny_data, store, capsys):
     (["models=[]"], "models= is empty"),
     (["models=[a,a]"], "models= names a more than once"),
     (["models=[a]", "strategy=finetune"], "strategy=finetune: tl rank sets model= "),
+    (["models=[a]", "dataset=nowhere"], "the overrides dataset=nowhere do not compose: "),
+    (["models=[a]", "trainer.epoch=3"], "the overrides trainer.epoch=3 do not compose: "),
 ])
 def test_bad_rank_arguments_are_refused(args, message):
     with pytest.raises(ConfigError, match=re.escape(message)):

@@ -102,11 +102,16 @@ def compose(preset: str | None, overrides: list[str]):
         close = difflib.get_close_matches(preset, names, n=3)
         raise ConfigError(f"no model preset {preset!r}" + (f" (close: {', '.join(close)})" if close else "")
                           + "; list them with: tl models")
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
             model = [f"model={preset}"] if preset is not None else []
             return hydra_compose(config_name="train", overrides=[*model, "strategy=freeze", *overrides])
+    except (HydraException, OmegaConfBaseException) as e:
+        raise ConfigError(f"the overrides {' '.join(overrides)} do not compose: {e}") from None
     finally:
         GlobalHydra.instance().clear()
 
