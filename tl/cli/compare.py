@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tl.analysis import groups, stats, verdict
-from tl.tracking import readback, store
-from tl.sweeps import sweep
 from tl.errors import TLError
+from tl.sweeps import sweep
+from tl.tracking import readback, store
 
 ARTIFACT_DIR = "compare"
 STRATEGY_ORDER = ("finetune", "partial_freeze", "freeze")
@@ -410,4 +410,9 @@ def run(uri: str, experiment: str, which: str, out: str | None, confidence: floa
     print(f"\nLogged to the sweep's parent run under {ARTIFACT_DIR}/: {', '.join(f.name for f in files)}"
           + (f" (also written to {out})" if out else ""))
     print(store.ui_hint(uri, parent.info.experiment_id, [r.run_id for r in rows]))
+    from tl.cli import rank  # did a `tl rank` of the same data predict these results?
+
+    held = rank.sweep_agreement(client, parent)
+    if held:
+        print("\n" + held)
     return 0

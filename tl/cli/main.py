@@ -1,4 +1,4 @@
-"""`tl`: compare a sweep's runs, reproduce a run, list the backbones.
+"""`tl`: compare a sweep's runs, reproduce a run, list and rank the backbones.
 
 Training itself is `python -m tl.train` (Hydra's command line); these subcommands work on what
 runs have logged. Each one imports only what it needs, so `tl --help` is instant.
@@ -73,6 +73,17 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="config overrides, e.g. port=5001 host=0.0.0.0 auth.default_permission=READ")
     s.add_argument("--config", metavar="PATH", help="another server config (default: conf/server/team.yaml)")
+
+    k = sub.add_parser("rank", help="score backbones on a dataset from one frozen pass each (LogME, k-NN)",
+                       description="Run each backbone frozen over the dataset once (through the freeze "
+                                   "feature cache), score its features (LogME, k-NN val accuracy), print "
+                                   "and log the ranking, and print the tl-train line for the top-k.")
+    k.add_argument("overrides", nargs="+", metavar="OVERRIDE",
+                   help="models=[PRESET,...] and Hydra overrides as for tl-train, e.g. dataset=imagefolder dataset.root=PATH")
+    k.add_argument("--top-k", type=int, default=3, metavar="K", help="backbones in the tl-train line (default: 3)")
+    k.add_argument("--strategies", default="finetune", metavar="S1,S2",
+                   help="strategies in the tl-train line (default: finetune)")
+    k.add_argument("--tracking-uri", help=_uri_help())
     return p
 
 
@@ -90,6 +101,11 @@ def main(argv: list[str] | None = None) -> int:
             from tl.cli import server
 
             return server.run(args.overrides, args.config)
+        if args.command == "rank":
+            from tl.cli import rank
+
+            return rank.run(args.overrides, args.tracking_uri, args.top_k,
+                            [s for s in args.strategies.split(",") if s])
         if args.command == "reproduce":
             from tl.cli import reproduce
 

@@ -1,4 +1,4 @@
-"""Build any backbone (torchvision, timm, shipped lite0) behind one surface.
+"""Build any backbone (torchvision, timm, shipped lite0/1/2) behind one surface.
 
 A `Backbone` knows its model, its classifier module names, its stages and the input its
 weights expect, so strategies and data code need no per-architecture branches.
@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from tl.errors import ConfigError, not_one_of
-from tl.models import heads, lite0
+from tl.models import heads, lite
 from tl.models import stages as stage_rules
 from tl.models.weights import load_into, read_state_dict
 from tl.runtime.paths import resolve
 
-SOURCES = ("torchvision", "timm", "lite0")
+SOURCES = ("torchvision", "timm", "lite", "lite0")  # lite0: the older name of lite
 
 
 @dataclass
@@ -136,7 +136,7 @@ def create(cfg) -> Backbone:
     else:
         model, data = _timm(cfg, pretrained=False)
         if cfg.pretrained and not cfg.weights:
-            lite0.load_pretrained(model)
+            lite.load_pretrained(model, cfg.name)
     if cfg.weights:
         path = resolve(cfg.weights)
         load_into(model, read_state_dict(path), f"model.weights={str(path)!r}")

@@ -15,8 +15,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from tl.runtime.paths import project_root
-from tl.tracking import remote
-from tl.tracking import links
+from tl.tracking import links, remote
 
 log = logging.getLogger(__name__)
 

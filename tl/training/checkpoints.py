@@ -33,6 +33,7 @@ class Progress:
     best: float = -1.0
     best_epoch: int = 0
     seconds: float = 0.0
+    phase: int = 0  # the phase (tl.phases) `epoch` trained in: its optimizer is the one saved
 
 
 def local_dir(artifact_uri: str) -> Path | None:
@@ -77,7 +78,7 @@ class RunCheckpoints:
                   classes: list[str]) -> None:
         self._write(LAST, {
             "format": FORMAT, "epoch": progress.epoch, "best_val_acc": progress.best,
-            "best_epoch": progress.best_epoch, "train_seconds": progress.seconds,
+            "best_epoch": progress.best_epoch, "train_seconds": progress.seconds, "phase": progress.phase,
             "classes": list(classes), "model": model.state_dict(),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict() if scaler is not None else None,
@@ -113,7 +114,15 @@ class RunCheckpoints:
             scaler.load_state_dict(ckpt["scaler"])
         seeding.set_rng_states(ckpt["rng"], loader_generator)
         log.info("resuming run %s after epoch %d", self.run_id, ckpt["epoch"])
-        return Progress(ckpt["epoch"], ckpt["best_val_acc"], ckpt["best_epoch"], ckpt["train_seconds"])
+        return Progress(ckpt["epoch"], ckpt["best_val_acc"], ckpt["best_epoch"], ckpt["train_seconds"],
+                        ckpt.get("phase", 0))
+
+    def saved_epoch(self) -> int:
+        """The last complete epoch `last.pt` holds (0 without one): a resume first rebuilds
+        the phase that epoch trained in, so the optimizer state fits what loads it."""
+        self._fetch()
+        path = self.dir / LAST
+        return int(read(path).get("epoch", 0)) if path.is_file() else 0  # restore names what else is amiss
 
     def finish(self) -> None:
         """A finished run needs no resume point; `best.pt` stays."""

@@ -22,7 +22,9 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from tl.data import sources
+from tl.data import checks, datasets, sources
+from tl.data.transforms import val_transform
+from tl.models import backbones
 from tl.models.backbones import Backbone
 from tl.runtime import seeding
 from tl.runtime.io import atomic_save, load_tensors
@@ -149,6 +151,29 @@ def extract(backbone: Backbone, splits, report, views: int, rt, prep, seed: int,
     return Features(splits.classes, torch.stack(train_views), train_y, val, val_y,
                     dict(report.metrics), dict(report.files), kept(splits.val),
                     test, test_y, kept(splits.test) if splits.test is not None else {}, splits.layout)
+
+
+def obtain(cfg, backbone: Backbone, rt, prep) -> tuple[Features, str, Path]:
+    """The frozen backbone's features of `cfg`'s data, as every freeze run and `tl rank` get
+    them: from the on-disk cache, else computed (the head swapped for the data's classes first)
+    and saved there. Returns (features, "hit" or "miss", the cache file)."""
+    t, fc = cfg.trainer, cfg.strategy.feature_cache
+    path = cache_dir(cfg) / f"{cache_key(cfg, backbone, rt.precision)}.pt"
+    feats = load(path)
+    if feats is not None:
+        if not backbone.head:
+            backbones.attach_head(backbone, len(feats.classes), cfg.model.get("stages"))
+        backbone.model.to(rt.device)
+        return feats, "hit", path
+    splits = datasets.build_splits(cfg.dataset, backbone.data, t.image_cache_mb, t.image_cache_scale)
+    if not backbone.head:  # a later phase keeps the head trained so far
+        backbones.attach_head(backbone, len(splits.classes), cfg.model.get("stages"))
+    backbone.model.to(rt.device)
+    feats = extract(backbone, splits, checks.check(splits), int(fc.views), rt, prep, int(t.seed),
+                    t.get("eval_batch_size") or t.batch_size, train_view_transform=splits.train.transform,
+                    val_view_transform=val_transform(backbone.data))
+    save(path, feats)
+    return feats, "miss", path
 
 
 class FeatureBatches:

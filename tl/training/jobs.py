@@ -1,7 +1,10 @@
 """What a run trains: the backbone with its new head, the batches it steps through (images,
 cached features or device tensors), its optimizer and schedule, and the facts it logs.
 
-`build(cfg)` does the same for a new run and a resumed one, so both feed the same loop."""
+`build(cfg)` does the same for a new run and a resumed one, so both feed the same loop. A
+strategy in phases (`tl.training.phases`) starts in its first phase; `enter(setup, phase)`
+moves to a later one, keeping the weights and rebuilding freezing, batches, optimizer and
+schedule from that phase's config alone."""
 
 from __future__ import annotations
 
@@ -15,13 +18,11 @@ from omegaconf import DictConfig
 
 from tl.data import checks, datasets, decoded, device_batches, layout
 from tl.data.batches import Batches
-from tl.data.transforms import val_transform
 from tl.errors import ConfigError
 from tl.models import backbones
 from tl.runtime import machine, parallel
-from tl.training import features, strategies, validate
+from tl.training import features, param_groups, phases, strategies, validate
 from tl.training.engine import Preprocess
-from tl.training.optim import build_optimizer, build_scheduler
 
 log = logging.getLogger("tl")
 
@@ -60,6 +61,11 @@ class Setup:
     generator: torch.Generator
     facts: dict  # data, model and runtime facts: logged by a new run, re-checked by a resumed one
     setup_seconds: float
+    backbone: backbones.Backbone
+    prep: Preprocess
+    schedule: list[phases.Phase]  # one phase for a plain strategy
+    phase: phases.Phase  # the one `job`, `optimizer` and `scheduler` belong to
+    frozen: list[int]  # frozen stages per phase, checked against the model before any data
 
 
 def build(cfg: DictConfig) -> Setup:
@@ -69,21 +75,17 @@ def build(cfg: DictConfig) -> Setup:
     generator = machine.seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)
     t0 = time.perf_counter()
     backbone = backbones.create(cfg.model)
-    # Before the data is read: a bad frozen_stages costs no scan of the images.
-    frozen = validate.frozen_stages(cfg, backbone)
+    schedule = phases.schedule(cfg)
+    # Before the data is read: a bad frozen_stages, in any phase, costs no scan of the images.
+    frozen = validate.frozen_stages(cfg, schedule, backbone)
     model = backbone.model.to(rt.device)
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
     prep = Preprocess(rt, backbone.data.mean, backbone.data.std)
-    make = _feature_job if features.applicable(cfg) else _image_job
-    job = make(cfg, backbone, rt, prep, generator, frozen)
-    if cfg.trainer.get("compile"):
-        # Compiling pays off only for long runs: minutes of compile time on a CPU.
-        job = replace(job, step_model=torch.compile(job.step_model))
+    job = _job(schedule[0].cfg, backbone, rt, prep, generator, frozen[0])
     setup_seconds = time.perf_counter() - t0
 
-    optimizer = build_optimizer(model, cfg.optimizer)
-    scheduler = build_scheduler(optimizer, cfg.scheduler, cfg.trainer.epochs)
+    optimizer, scheduler = param_groups.optimizer_and_schedule(model, backbone, schedule[0])
     facts = {
         **job.rt.as_params(), **job.plan.as_params(),
         "data.classes": ",".join(job.classes), "data.num_classes": len(job.classes),
@@ -94,13 +96,35 @@ def build(cfg: DictConfig) -> Setup:
     }
     if job.layout:
         facts["data.layout"] = layout.line(job.layout)
-    return Setup(model, job, optimizer, scheduler, generator, facts, setup_seconds)
+    return Setup(model, job, optimizer, scheduler, generator, facts, setup_seconds, backbone, prep,
+                 schedule, schedule[0], frozen)
+
+
+def enter(s: Setup, phase: phases.Phase) -> Setup:
+    """A later phase: the weights trained so far, its own freezing, batches, optimizer and LR
+    schedule; no LR changes that its config does not say."""
+    for hook in s.job.plan.hooks:
+        hook.remove()
+    job = _job(phase.cfg, s.backbone, s.job.rt, s.prep, s.generator, s.frozen[phase.index])
+    optimizer, scheduler = param_groups.optimizer_and_schedule(s.model, s.backbone, phase)
+    log.info("phase %d (%s) from epoch %d: %s", phase.index, phase.name, phase.start, phases.describe([phase]))
+    return replace(s, job=job, optimizer=optimizer, scheduler=scheduler, phase=phase)
+
+
+def _job(cfg, backbone, rt, prep, generator, frozen: int) -> Job:
+    make = _feature_job if features.applicable(cfg) else _image_job
+    job = make(cfg, backbone, rt, prep, generator, frozen)
+    if cfg.trainer.get("compile"):
+        # Compiling pays off only for long runs: minutes of compile time on a CPU.
+        job = replace(job, step_model=torch.compile(job.step_model))
+    return job
 
 
 def _image_job(cfg, backbone, rt, prep, generator, frozen: int) -> Job:
     t = cfg.trainer
     splits = datasets.build_splits(cfg.dataset, backbone.data, t.image_cache_mb, t.image_cache_scale)
-    backbones.attach_head(backbone, len(splits.classes), cfg.model.get("stages"))
+    if not backbone.head:  # a later phase keeps the head trained so far
+        backbones.attach_head(backbone, len(splits.classes), cfg.model.get("stages"))
     backbone.model.to(rt.device)
     plan = strategies.apply(backbone, cfg.strategy, frozen)
     in_memory = datasets.in_memory(splits.train) and datasets.in_memory(splits.val)
@@ -143,24 +167,10 @@ def _augment_on_device(t, rt, splits) -> bool:
 
 
 def _feature_job(cfg, backbone, rt, prep, generator, frozen: int) -> Job:
-    t, fc = cfg.trainer, cfg.strategy.feature_cache
-    path = features.cache_dir(cfg) / f"{features.cache_key(cfg, backbone, rt.precision)}.pt"
-    feats, state = features.load(path), "hit"
-    if feats is None:
-        state = "miss"
-        splits = datasets.build_splits(cfg.dataset, backbone.data, t.image_cache_mb, t.image_cache_scale)
-        backbones.attach_head(backbone, len(splits.classes), cfg.model.get("stages"))
-        backbone.model.to(rt.device)
-        feats = features.extract(backbone, splits, checks.check(splits), int(fc.views), rt, prep, int(t.seed),
-                                 t.get("eval_batch_size") or t.batch_size,
-                                 train_view_transform=splits.train.transform,
-                                 val_view_transform=val_transform(backbone.data))
-        features.save(path, feats)
-    else:
-        backbones.attach_head(backbone, len(feats.classes), cfg.model.get("stages"))
-        backbone.model.to(rt.device)
-        if feats.layout:
-            log.info("%s", layout.line(feats.layout))
+    t = cfg.trainer
+    feats, state, path = features.obtain(cfg, backbone, rt, prep)
+    if state == "hit" and feats.layout:  # a miss printed it as it read the folders
+        log.info("%s", layout.line(feats.layout))
     log.info("feature cache %s: %s", state, path)
     plan = strategies.apply(backbone, cfg.strategy, frozen)
     head = backbone.model.get_submodule(backbone.head[-1])

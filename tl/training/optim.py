@@ -13,12 +13,13 @@ OPTIMIZERS = {"sgd": "momentum", "nesterov": "sgd", "adamw": "adamw"}
 SCHEDULERS = ("step", "cosine")
 
 
-def build_optimizer(model: nn.Module, cfg):
+def build_optimizer(model: nn.Module, cfg, groups: list[dict] | None = None):
+    """`groups`: named param groups with their own LRs (tl.param_groups); None: one group."""
     if cfg.name not in OPTIMIZERS:
         raise not_one_of("optimizer.name", cfg.name, OPTIMIZERS)
     # Groups are built from trainable parameters only, after freezing: a frozen parameter in a
     # group would skew timm's per-group settings (pytorch-image-models#2691).
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = groups if groups is not None else [p for p in model.parameters() if p.requires_grad]
     kwargs = {"momentum": cfg.momentum} if cfg.name in ("sgd", "nesterov") else {}
     return create_optimizer_v2(params, opt=OPTIMIZERS[cfg.name], lr=cfg.lr, weight_decay=cfg.weight_decay, **kwargs)
 

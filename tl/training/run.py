@@ -19,15 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tl.runtime import cost
 from tl.tracking import store
-from tl.training import (
-    checkpoints,
-    diagnostics,
-    identity,
-    jobs,
-    lifecycle,
-    loop,
-    resume,
-)
+from tl.training import checkpoints, diagnostics, identity, jobs, lifecycle, loop, phases, resume
 
 log = logging.getLogger("tl")
 
@@ -96,13 +88,17 @@ def _resumed(cfg: DictConfig, client, run_id: str, started: float) -> RunResult:
     with _staging() as work:
         ckpts = checkpoints.RunCheckpoints(client, run_id, staging=work)
         scaler = loop.grad_scaler(s.job.rt.precision)
+        # The saved optimizer belongs to the phase of the saved epoch: enter that one first.
+        saved_in = phases.at(s.schedule, ckpts.saved_epoch())
+        if saved_in is not s.phase:
+            s = jobs.enter(s, saved_in)
         done = ckpts.restore(s.model, s.optimizer, s.scheduler, scaler, s.generator)
         return _fit(cfg, client, run_id, s, ckpts, done, scaler, started)
 
 
 def _fit(cfg, client, run_id, s: jobs.Setup, ckpts, done: checkpoints.Progress, scaler,
          started: float) -> RunResult:
-    end = loop.run_epochs(cfg, client, run_id, s, scaler, ckpts, done)
+    end, s = loop.run_epochs(cfg, client, run_id, s, scaler, ckpts, done)
     ckpts.finish()
     name = lifecycle.run_name(cfg)
     log.info("%s: best val acc %.4f at epoch %d", name, end.best, end.best_epoch)

@@ -3,6 +3,7 @@
 - finetune: everything trains.
 - freeze: only the new head trains; the backbone is a fixed feature extractor.
 - partial_freeze: the first `frozen_stages` backbone stages are frozen, the rest trains.
+- lp_ft, gradual_unfreeze: phases, each trained as one of the above (tl.phases).
 
 Frozen parameters get `requires_grad=False`, so autograd stores no activations for a frozen
 prefix and the optimizer is built from trainable parameters only.
@@ -19,7 +20,8 @@ from tl.errors import ConfigError, not_one_of
 from tl.models.backbones import Backbone
 from tl.models.stages import matches
 
-STRATEGIES = ("finetune", "freeze", "partial_freeze")
+STRATEGIES = ("finetune", "freeze", "partial_freeze", "lp_ft", "gradual_unfreeze")
+PHASED = ("lp_ft", "gradual_unfreeze")  # their `phases` say what trains when (tl.phases)
 BN_MODES = ("eval", "train", "frozen")
 
 
@@ -33,6 +35,7 @@ class Plan:
     frozen: int
     head_modules: list[nn.Module] = field(default_factory=list)
     head_dropout: float = 0.0
+    hooks: list = field(default_factory=list)  # removed when a later phase trains otherwise
 
     @property
     def backbone_in_eval(self) -> bool:
@@ -49,6 +52,8 @@ class Plan:
 def frozen_stage_count(cfg, n_stages: int) -> int:
     if cfg.name not in STRATEGIES:
         raise not_one_of("strategy.name", cfg.name, STRATEGIES)
+    if cfg.name in PHASED:
+        raise ConfigError(f"strategy.name={cfg.name} trains in phases: build them with tl.training.phases.schedule")
     if cfg.name == "finetune":
         return 0
     if cfg.name == "freeze":
@@ -89,15 +94,15 @@ def apply(backbone: Backbone, cfg, frozen_stages: int | None = None) -> Plan:
         # With the backbone in eval mode its own pre-classifier dropout is off; keep the
         # regulariser on the one part that trains, cached features or not.
         p = plan.head_dropout
-        plan.head_modules[-1].register_forward_pre_hook(
-            lambda m, args: (F.dropout(args[0], p, training=m.training),) + tuple(args[1:]))
+        plan.hooks.append(plan.head_modules[-1].register_forward_pre_hook(
+            lambda m, args: (F.dropout(args[0], p, training=m.training),) + tuple(args[1:])))
     return plan
 
 
 def head_dropout(backbone: Backbone) -> float:
     """The dropout rate applied right before the classifier, whatever the family."""
     model = backbone.model
-    if backbone.source in ("timm", "lite0"):
+    if backbone.source in ("timm", "lite", "lite0"):
         return float(getattr(model, "drop_rate", 0.0) or 0.0)
     parent_name, _, leaf = backbone.head[-1].rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model

@@ -10,6 +10,7 @@ from tl.data.datasets import DATASETS
 from tl.errors import ConfigError, not_one_of
 from tl.models.backbones import SOURCES, stage_count
 from tl.runtime.paths import resolve
+from tl.training import phases
 from tl.training.optim import OPTIMIZERS, SCHEDULERS
 from tl.training.strategies import BN_MODES, STRATEGIES, frozen_stage_count
 
@@ -59,6 +60,15 @@ def _val_fraction(d) -> None:
         layout.check_fractions(layout.find(root, d.get("splits")), vf, d.get("test_fraction"))
 
 
-def frozen_stages(cfg, backbone) -> int:
-    """How many stages the strategy freezes on this backbone, refused when it has fewer."""
-    return frozen_stage_count(cfg.strategy, stage_count(backbone, cfg.model.get("stages")))
+def frozen_stages(cfg, schedule: list[phases.Phase], backbone) -> list[int]:
+    """How many stages each phase freezes on this backbone, refused when it has fewer."""
+    n_stages = stage_count(backbone, cfg.model.get("stages"))
+    counts = []
+    for phase in schedule:
+        try:
+            counts.append(frozen_stage_count(phase.cfg.strategy, n_stages))
+        except ConfigError as e:
+            if not phases.phased(cfg):
+                raise
+            raise ConfigError(f"strategy.phases[{phase.index}] ({phase.name}): {e}") from None
+    return counts
