@@ -15,15 +15,7 @@ from types import SimpleNamespace
 import pytest
 
 from tests.conftest import make_image_folder
-from tests.tracking.test_server import (
-    api,
-    fetch,
-    free_port,
-    search,
-    stop,
-    tags,
-    wait_until_healthy,
-)
+from tests.tracking.test_server import api, fetch, free_port, search, stop, tags, wait_until_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
 CURVES = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")

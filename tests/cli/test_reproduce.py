@@ -6,12 +6,7 @@ from pathlib import Path
 import pytest
 
 from tl.cli.main import main as tl_command
-from tl.cli.reproduce import (
-    Difference,
-    config_differences,
-    environment_warnings,
-    metric_differences,
-)
+from tl.cli.reproduce import Difference, config_differences, environment_warnings, metric_differences
 from tl.tracking import store as mlflow_store
 
 pytestmark = pytest.mark.slow  # end to end: whole sweeps in subprocesses

@@ -3,10 +3,10 @@ its LR, from the epoch it says; every boundary rebuilds optimizer and schedule; 
 on either side of a boundary resumes to the metrics of an uninterrupted run."""
 
 import pytest
-from tests.training.test_resume import BATCHES_PER_EPOCH, CURVES, history, runs
 
 from tests.conftest import compose_cfg, make_image_folder
 from tests.hooks import sigterm_after
+from tests.training.test_resume import BATCHES_PER_EPOCH, CURVES, history, runs
 from tl.errors import ConfigError
 from tl.models import backbones
 from tl.runtime import signals

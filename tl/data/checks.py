@@ -66,27 +66,23 @@ def check(splits) -> Report:
                     len(missing), [display(c) for c in missing])
 
     train_files = [p for p, _ in getattr(splits.train, "samples", [])]
-    val_files = [p for p, _ in getattr(splits.val, "samples", [])]
-    if train_files and val_files:
-        pairs = train_val_duplicates(train_files, val_files)
-        report.metrics["train_val_duplicates"] = len(pairs)
-        if pairs:
-            report.files["train_val_duplicates.txt"] = "".join(
-                f"{display(v)}\t{display(t)}\n" for v, t in pairs)
-            log.warning("%d val image(s) are byte-identical to train images (train/val leakage: val "
-                        "accuracy reads high), e.g. %s = %s; all are listed in the run's "
-                        "train_val_duplicates.txt. Remove them from one split",
-                        len(pairs), display(pairs[0][0]), display(pairs[0][1]))
-    test = getattr(splits, "test", None)
-    if test is not None and train_files:
+    if train_files:
+        _leakage(report, train_files, splits.val, "val")
         # Leakage into test inflates the one number meant to be unbiased.
-        pairs = train_val_duplicates(train_files, [p for p, _ in getattr(test, "samples", [])])
-        report.metrics["train_test_duplicates"] = len(pairs)
-        if pairs:
-            report.files["train_test_duplicates.txt"] = "".join(
-                f"{display(v)}\t{display(t)}\n" for v, t in pairs)
-            log.warning("%d test image(s) are byte-identical to train images (train/test leakage: test "
-                        "accuracy reads high), e.g. %s = %s; all are listed in the run's "
-                        "train_test_duplicates.txt. Remove them from one split",
-                        len(pairs), display(pairs[0][0]), display(pairs[0][1]))
+        if getattr(splits, "test", None) is not None:
+            _leakage(report, train_files, splits.test, "test")
     return report
+
+
+def _leakage(report: Report, train_files: list, split, name: str) -> None:
+    """Files of `split` byte-identical to training files: counted, listed and warned about."""
+    files = [p for p, _ in getattr(split, "samples", [])]
+    if not files:
+        return
+    pairs = train_val_duplicates(train_files, files)
+    report.metrics[f"train_{name}_duplicates"] = len(pairs)
+    if pairs:
+        report.files[f"train_{name}_duplicates.txt"] = "".join(f"{display(v)}\t{display(t)}\n" for v, t in pairs)
+        log.warning("%d %s image(s) are byte-identical to train images (train/%s leakage: %s accuracy reads "
+                    "high), e.g. %s = %s; all are listed in the run's train_%s_duplicates.txt. Remove them "
+                    "from one split", len(pairs), name, name, name, display(pairs[0][0]), display(pairs[0][1]), name)
