@@ -3,6 +3,7 @@ processes): DataLoader workers and CPU threads that suit it."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -61,3 +62,17 @@ def limit_threads() -> None:
     if n_jobs > cores() and not torch.cuda.is_available():
         log.warning("hydra.launcher.n_jobs=%d is more than the %d CPU cores: jobs will slow each other; "
                     "use n_jobs <= %d", n_jobs, cores(), cores())
+
+
+@contextlib.contextmanager
+def intra_op_threads(n: int | None):
+    """torch's intra-op threads set to `n` (at most what they were) for the block; None: unchanged."""
+    before = torch.get_num_threads()
+    if n is None or n >= before:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

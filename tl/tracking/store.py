@@ -6,6 +6,7 @@ process-global active run, so sweeps in threads or processes cannot cross their 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sqlite3
@@ -119,6 +120,7 @@ def log_metrics(client, run_id: str, metrics: dict[str, float], step: int) -> No
     client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
 
 
+@functools.cache  # the code this process runs does not change under it; each call is 2 git processes
 def git_commit() -> str:
     try:
         root = project_root()
@@ -131,7 +133,17 @@ def git_commit() -> str:
         return "unknown"
 
 
+@functools.cache
+def _versions() -> tuple[tuple[str, str], ...]:
+    return tuple(_package_versions().items())
+
+
 def package_versions() -> dict[str, str]:
+    """The versions this process imported (read once per process)."""
+    return dict(_versions())
+
+
+def _package_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": sys.version.split()[0]}

@@ -34,6 +34,14 @@ class Parent:
 _ACTIVE: list[Parent] = []
 
 
+def in_multirun() -> bool:
+    """Whether this process runs the jobs of a Hydra multirun (`-m`)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def parent_for_job() -> Parent | None:
     """The sweep's parent run, when this job is part of a multirun."""
     from hydra.core.hydra_config import HydraConfig

@@ -161,9 +161,11 @@ def log_best(client, run_id: str, model, checkpoint: Path, job) -> None:
     """Diagnostics of the best checkpoint (the model whose val accuracy the run reports as
     `best_val_acc`), not of the final epoch's weights."""
     if checkpoint.is_file():  # absent with tracking.log_checkpoint=false: the final weights, then
+        from tl.training.checkpoints import load_model
+
         state = load_tensors(checkpoint, map_location=job.rt.device)
-        model.load_state_dict(state["model"])  # job.step_model is `model` or its head: both updated
-    targets, preds, samples = predict(job.step_model, job.val_loader, job.prep, job.rt, job.n_val)
+        load_model(model, state, f"checkpoint {str(checkpoint)!r}")  # job.step_model is `model` or its head
+    targets, preds, samples = predict(job.step_model, job.val_loader, job.prep, job.loop_rt, job.n_val)
     if not samples and job.shown:  # trained on cached features: the images were kept aside
         samples = [(image, targets[i], preds[i]) for i, image in job.shown.items()]
     log_diagnostics(client, run_id, targets, preds, list(job.classes), samples)

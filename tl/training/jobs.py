@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field, replace
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from tl.data import checks, datasets, decoded, device_batches
 from tl.data.batches import Batches
@@ -19,6 +19,7 @@ from tl.data.transforms import val_transform
 from tl.errors import ConfigError
 from tl.models import backbones
 from tl.runtime import machine, parallel
+from tl.tracking import sweep
 from tl.training import features, strategies, validate
 from tl.training.engine import Preprocess
 from tl.training.optim import build_optimizer, build_scheduler
@@ -43,6 +44,20 @@ class Job:
     cached_bytes: int = 0
     feature_cache: str = "off"
     shown: dict = field(default_factory=dict)  # val index -> uint8 image, when batches are features
+    # Cached features: only a linear head steps. Its matmuls are too small to split across
+    # threads (idle waits between threads cost more than the math, 50x on a busy machine),
+    # and it trains in fp32: autocast would only add casts to an exact, cheap matmul.
+    threads: int | None = None
+    head_precision: str | None = None
+    head_only: dict | None = None  # what checkpoints hold when only the head changes (see checkpoints)
+
+    @property
+    def loop_rt(self) -> machine.Runtime:
+        """The runtime the epoch loop and the diagnostics run in."""
+        if self.head_precision is None:
+            return self.rt
+        return replace(self.rt, precision=self.head_precision,
+                       precision_reason=f"the head on cached {self.rt.precision} features")
 
 
 @dataclass
@@ -64,7 +79,8 @@ def build(cfg: DictConfig) -> Setup:
     rt = machine.resolve_runtime(cfg.trainer)
     generator = machine.seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)
     t0 = time.perf_counter()
-    backbone = backbones.create(cfg.model)
+    # A sweep's runs in this process share builds; a single run has nothing to share them with.
+    backbone = backbones.create(cfg.model, reuse=sweep.in_multirun())
     # Before the data is read: a bad frozen_stages costs no scan of the images.
     frozen = validate.frozen_stages(cfg, backbone)
     model = backbone.model.to(rt.device)
@@ -82,6 +98,7 @@ def build(cfg: DictConfig) -> Setup:
     scheduler = build_scheduler(optimizer, cfg.scheduler, cfg.trainer.epochs)
     facts = {
         **job.rt.as_params(), **job.plan.as_params(),
+        **({"runtime.head_precision": job.head_precision} if job.head_precision else {}),
         "data.classes": ",".join(job.classes), "data.num_classes": len(job.classes),
         "data.train_images": job.n_train, "data.val_images": job.n_val,
         "data.input_size": backbone.data.input_size, "data.resize_size": backbone.data.resize_size,
@@ -154,4 +171,8 @@ def _feature_job(cfg, backbone, rt, prep, generator, frozen: int) -> Job:
     return Job(head, train_loader, val_loader, Preprocess(rt), rt, plan, feats.classes,
                checks.Report(dict(feats.report_metrics), dict(feats.report_files)),
                feats.train_targets.numel(), feats.val_targets.numel(),
-               feats.train.numel() * feats.train.element_size(), state, feats.shown)
+               feats.train.numel() * feats.train.element_size(), state, feats.shown,
+               threads=1, head_precision="fp32",
+               head_only={"module": backbone.head[-1], "backbone": {
+                   "source": backbone.source, "name": backbone.name, "feature_cache": path.stem,
+                   "config": OmegaConf.to_container(cfg.model, resolve=True)}})

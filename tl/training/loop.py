@@ -28,14 +28,15 @@ def run_epochs(cfg: DictConfig, client, run_id: str, s: Setup, scaler, ckpts: ch
                done: checkpoints.Progress) -> checkpoints.Progress:
     """Epochs `done.epoch + 1 .. trainer.epochs`; returns where training ends."""
     t, job = cfg.trainer, s.job
+    rt = job.loop_rt
     criterion = torch.nn.CrossEntropyLoss()
     best, best_epoch, total = done.best, done.best_epoch, done.seconds
     for epoch in progress.epochs(t.epochs, start=done.epoch + 1):
         job.train_loader.set_epoch(epoch)
         lr = s.optimizer.param_groups[0]["lr"]
         tr = train_one_epoch(job.step_model, progress.batches(job.train_loader, "train"), s.optimizer,
-                             criterion, job.rt, job.plan, job.prep, scaler)
-        va = evaluate(job.step_model, progress.batches(job.val_loader, "val"), criterion, job.rt, job.prep)
+                             criterion, rt, job.plan, job.prep, scaler)
+        va = evaluate(job.step_model, progress.batches(job.val_loader, "val"), criterion, rt, job.prep)
         s.scheduler.step(epoch)
         seconds = tr.seconds + va.seconds
         total += seconds

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from tl.runtime import parallel
 from tl.tracking import store
 from tl.training import checkpoints, diagnostics, jobs, lifecycle, loop, resume
 
@@ -65,25 +66,26 @@ def _new(cfg: DictConfig, client, run_id: str, out_dir: Path | None) -> RunResul
         for name, content in s.job.report.files.items():
             (work / name).write_text(content, encoding="utf-8")
             client.log_artifact(run_id, str(work / name))
-        ckpts = checkpoints.RunCheckpoints(client, run_id, staging=work)
-        return _fit(cfg, client, run_id, s, ckpts, checkpoints.Progress(), loop.grad_scaler(rt.precision))
+        ckpts = checkpoints.RunCheckpoints(client, run_id, staging=work, head_only=s.job.head_only)
+        return _fit(cfg, client, run_id, s, ckpts, checkpoints.Progress(), loop.grad_scaler(s.job.loop_rt.precision))
 
 
 def _resumed(cfg: DictConfig, client, run_id: str) -> RunResult:
     s = jobs.build(cfg)
     resume.check_unchanged(client, run_id, s.facts)  # logged when the run began; they must still hold
     with _staging() as work:
-        ckpts = checkpoints.RunCheckpoints(client, run_id, staging=work)
-        scaler = loop.grad_scaler(s.job.rt.precision)
+        ckpts = checkpoints.RunCheckpoints(client, run_id, staging=work, head_only=s.job.head_only)
+        scaler = loop.grad_scaler(s.job.loop_rt.precision)
         done = ckpts.restore(s.model, s.optimizer, s.scheduler, scaler, s.generator)
         return _fit(cfg, client, run_id, s, ckpts, done, scaler)
 
 
 def _fit(cfg, client, run_id, s: jobs.Setup, ckpts, done: checkpoints.Progress, scaler) -> RunResult:
-    end = loop.run_epochs(cfg, client, run_id, s, scaler, ckpts, done)
-    ckpts.finish()
-    log.info("%s: best val acc %.4f at epoch %d", lifecycle.run_name(cfg), end.best, end.best_epoch)
-    diagnostics.log_best(client, run_id, s.model, ckpts.dir / checkpoints.BEST, s.job)
+    with parallel.intra_op_threads(s.job.threads):
+        end = loop.run_epochs(cfg, client, run_id, s, scaler, ckpts, done)
+        ckpts.finish()
+        log.info("%s: best val acc %.4f at epoch %d", lifecycle.run_name(cfg), end.best, end.best_epoch)
+        diagnostics.log_best(client, run_id, s.model, ckpts.dir / checkpoints.BEST, s.job)
     return RunResult(run_id, end.best, end.best_epoch, end.seconds)
 
 
