@@ -22,6 +22,7 @@ from tl.runtime.paths import project_root
 log = logging.getLogger(__name__)
 
 MAX_PARAMS_PER_BATCH = 100
+MAX_METRICS_PER_BATCH = 1000  # MLflow's limit per log_batch
 MAX_PARAM_LENGTH = 6000
 
 
@@ -112,12 +113,23 @@ def log_params(client, run_id: str, params: dict) -> None:
 
 
 def log_metrics(client, run_id: str, metrics: dict[str, float], step: int) -> None:
+    log_steps(client, run_id, [(step, now_ms(), metrics)])
+
+
+def now_ms() -> int:
     import time
 
+    return int(time.time() * 1000)
+
+
+def log_steps(client, run_id: str, steps: list[tuple[int, int, dict[str, float]]]) -> None:
+    """Metrics of several steps, each (step, timestamp in ms, {key: value}), in as few writes
+    as the store takes."""
     from mlflow.entities import Metric
 
-    now = int(time.time() * 1000)
-    client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+    items = [Metric(k, float(v), ts, step) for step, ts, metrics in steps for k, v in metrics.items()]
+    for i in range(0, len(items), MAX_METRICS_PER_BATCH):
+        client.log_batch(run_id, metrics=items[i:i + MAX_METRICS_PER_BATCH])
 
 
 @functools.cache  # the code this process runs does not change under it; each call is 2 git processes

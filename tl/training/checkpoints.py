@@ -13,6 +13,7 @@ backbone's identity, not a copy of the unchanged backbone per epoch.
 
 from __future__ import annotations
 
+import copy
 import logging
 import urllib.parse
 from dataclasses import dataclass
@@ -93,19 +94,39 @@ class RunCheckpoints:
         return {"model": {f"{name}.{k}": v for k, v in head.items()}, "model_scope": "head",
                 "head_module": name, "backbone": self.head_only["backbone"]}
 
-    def save_best(self, model, epoch: int, val_acc: float, classes: list[str]) -> None:
-        self._write(BEST, {**self._model(model), "epoch": epoch, "val_acc": val_acc, "classes": list(classes)})
+    def best(self, model, epoch: int, val_acc: float, classes: list[str]) -> dict:
+        """What `best.pt` holds; its tensors are the live model's until `snapshot`."""
+        return {**self._model(model), "epoch": epoch, "val_acc": val_acc, "classes": list(classes)}
 
-    def save_last(self, progress: Progress, model, optimizer, scheduler, scaler, loader_generator,
-                  classes: list[str]) -> None:
-        self._write(LAST, {
+    def last(self, progress: Progress, model, optimizer, scheduler, scaler, loader_generator,
+             classes: list[str]) -> dict:
+        """What `last.pt` holds; its tensors are the live model's and optimizer's until `snapshot`."""
+        return {
             "format": FORMAT, "epoch": progress.epoch, "best_val_acc": progress.best,
             "best_epoch": progress.best_epoch, "train_seconds": progress.seconds,
             "classes": list(classes), **self._model(model),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict() if scaler is not None else None,
             "rng": seeding.rng_states(loader_generator),
-        })
+        }
+
+    @staticmethod
+    def snapshot(payload: dict) -> dict:
+        """A copy that later training steps do not change, to be written later."""
+        return copy.deepcopy(payload)
+
+    def write_best(self, payload: dict) -> None:
+        self._write(BEST, payload)
+
+    def write_last(self, payload: dict) -> None:
+        self._write(LAST, payload)
+
+    def save_best(self, model, epoch: int, val_acc: float, classes: list[str]) -> None:
+        self.write_best(self.best(model, epoch, val_acc, classes))
+
+    def save_last(self, progress: Progress, model, optimizer, scheduler, scaler, loader_generator,
+                  classes: list[str]) -> None:
+        self.write_last(self.last(progress, model, optimizer, scheduler, scaler, loader_generator, classes))
 
     def _fetch(self) -> None:
         if not self.upload:
