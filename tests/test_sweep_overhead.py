@@ -166,3 +166,16 @@ def test_threads_are_limited_for_the_block_and_restored_after():
     assert torch.get_num_threads() == before
     with parallel.intra_op_threads(None):
         assert torch.get_num_threads() == before
+
+
+def test_a_redrawn_confusion_matrix_equals_a_fresh_drawing_pixel_for_pixel(tmp_path):
+    diagnostics._CONFUSION.clear()
+    classes = ["ants", "bees", "wasps"]
+    diagnostics._confusion_figure([[5, 1, 0], [0, 6, 0], [2, 0, 4]], classes).save(tmp_path / "first.png")
+    redrawn = [[3, 3, 0], [1, 5, 0], [0, 0, 6]]  # same class sizes, other counts
+    diagnostics._confusion_figure(redrawn, classes).save(tmp_path / "reused.png")
+    assert len(diagnostics._CONFUSION) == 1
+    diagnostics._plot_confusion(redrawn, classes).savefig(tmp_path / "fresh.png", dpi=100)
+    reused, fresh = (np.asarray(Image.open(tmp_path / f"{n}.png")) for n in ("reused", "fresh"))
+    assert reused.shape == fresh.shape and np.array_equal(reused, fresh)
+    assert not np.array_equal(reused, np.asarray(Image.open(tmp_path / "first.png")))

@@ -59,7 +59,7 @@ def log_diagnostics(client, run_id: str, targets: list[int], preds: list[int], c
         d = Path(tmp)
         _write_confusion(d, matrix, classes)
         _write_scores(d, scores, matrix)
-        _plot_confusion(matrix, classes).savefig(d / "confusion_matrix.png", dpi=100, pil_kwargs=PNG)
+        _confusion_figure(matrix, classes).save(d / "confusion_matrix.png")
         if samples:
             _sample_grid(samples, classes).save(d / "predictions.png")
         client.log_artifacts(run_id, str(d), ARTIFACT_DIR)
@@ -100,7 +100,9 @@ def _plot_confusion(matrix: list[list[int]], classes: list[str]):
     side = min(4 + 0.45 * n, 30)
     fig = Figure(figsize=(side + 1, side), layout="constrained")
     ax = fig.subplots()
-    im = ax.imshow(matrix, cmap="Blues")
+    # Colours from 0 to the largest class's size: the same scale for every run on this val
+    # set, so the matrices of a sweep compare at a glance.
+    im = ax.imshow(matrix, cmap="Blues", vmin=0, vmax=_scale(matrix))
     fig.colorbar(im, ax=ax, shrink=0.8)
     ax.set_xticks(range(n), classes, rotation=90 if n > 6 else 0)
     ax.set_yticks(range(n), classes)
@@ -108,12 +110,58 @@ def _plot_confusion(matrix: list[list[int]], classes: list[str]):
     ax.set_ylabel("true")
     ax.set_title("confusion matrix (val)")
     if n <= MAX_ANNOTATED_CLASSES:
-        top = max(max(r) for r in matrix) if matrix else 0
         for i, row in enumerate(matrix):
             for j, count in enumerate(row):
-                ax.text(j, i, str(count), ha="center", va="center",
-                        color="white" if count > top / 2 else "black")
+                ax.text(j, i, "", ha="center", va="center")
+        _count_labels(ax, matrix)
     return fig
+
+
+def _scale(matrix: list[list[int]]) -> int:
+    return max([sum(r) for r in matrix] + [1])
+
+
+def _count_labels(ax, matrix: list[list[int]]) -> None:
+    top = _scale(matrix)
+    cells = [count for row in matrix for count in row]
+    for text, count in zip(ax.texts, cells, strict=True):
+        text.set_text(str(count))
+        text.set_color("white" if count > top / 2 else "black")
+
+
+class ConfusionFigure:
+    """The confusion matrix figure of a class list and val set, laid out once: a sweep's
+    later runs change its cells and counts, not its layout (their scale is the same)."""
+
+    def __init__(self, matrix: list[list[int]], classes: list[str]):
+        self.key = self.key_of(matrix, classes)
+        self.fig = _plot_confusion(matrix, classes)
+        self.fig.get_layout_engine().execute(self.fig)
+        self.fig.set_layout_engine("none")
+
+    @staticmethod
+    def key_of(matrix, classes: list[str]) -> tuple:
+        return tuple(classes), _scale(matrix)
+
+    def update(self, matrix: list[list[int]]) -> None:
+        ax = self.fig.axes[0]
+        ax.images[0].set_data(matrix)
+        if ax.texts:
+            _count_labels(ax, matrix)
+
+    def save(self, path: Path) -> None:
+        self.fig.savefig(path, dpi=100, pil_kwargs=PNG)
+
+
+_CONFUSION: list[ConfusionFigure] = []  # the last one drawn
+
+
+def _confusion_figure(matrix, classes: list[str]) -> ConfusionFigure:
+    if _CONFUSION and _CONFUSION[0].key == ConfusionFigure.key_of(matrix, classes):
+        _CONFUSION[0].update(matrix)
+    else:
+        _CONFUSION[:] = [ConfusionFigure(matrix, classes)]
+    return _CONFUSION[0]
 
 
 def _plot_samples(samples: list[tuple[torch.Tensor, int, int]], classes: list[str]):
