@@ -84,10 +84,11 @@ def build(cfg: DictConfig) -> Setup:
     # Before the data is read: a bad frozen_stages costs no scan of the images.
     frozen = validate.frozen_stages(cfg, backbone)
     model = backbone.model.to(rt.device)
-    if rt.channels_last:
+    on_features = features.applicable(cfg)
+    if rt.channels_last and not on_features:  # a feature job converts only if it runs the backbone
         model = model.to(memory_format=torch.channels_last)
     prep = Preprocess(rt, backbone.data.mean, backbone.data.std)
-    make = _feature_job if features.applicable(cfg) else _image_job
+    make = _feature_job if on_features else _image_job
     job = make(cfg, backbone, rt, prep, generator, frozen)
     if cfg.trainer.get("compile"):
         # Compiling pays off only for long runs: minutes of compile time on a CPU.
@@ -154,6 +155,8 @@ def _feature_job(cfg, backbone, rt, prep, generator, frozen: int) -> Job:
         splits = datasets.build_splits(cfg.dataset, backbone.data, t.image_cache_mb, t.image_cache_scale)
         backbones.attach_head(backbone, len(splits.classes), cfg.model.get("stages"))
         backbone.model.to(rt.device)
+        if rt.channels_last:
+            backbone.model.to(memory_format=torch.channels_last)
         feats = features.extract(backbone, splits, checks.check(splits), int(fc.views), rt, prep, int(t.seed),
                                  t.get("eval_batch_size") or t.batch_size,
                                  train_view_transform=splits.train.transform,
