@@ -1,5 +1,7 @@
 """The benchmark's verdicts are arithmetic on its measurements: check the arithmetic."""
 
+import pytest
+
 from tl.bench import report
 
 
@@ -40,6 +42,7 @@ def test_a_missed_target_is_marked_and_accuracy_loss_counts_against_tl():
     assert t["lite0 freeze best val acc, tl - tutorial"]["value"] < -0.01
     assert not t["lite0 freeze best val acc, tl - tutorial"]["met"]
     assert not t["5-run lr sweep / one run, wall"]["met"]  # 16 s / 10 s
+    assert not t["seconds per further run of the sweep"]["met"]  # 1.5 s each, 0.75 s allowed
     assert "| NO |" in report.markdown(results())
 
 
@@ -48,3 +51,21 @@ def test_runs_on_cached_features_report_no_image_rate():
     assert rows["tl_lite0_freeze"]["epoch_img_s"] is None
     assert "0 miss, 5 hit" in rows["tl_lite0_freeze_lr_sweep"]["note"]
     assert rows["tl_r18_finetune"]["epoch_img_s"] == 90.0
+
+
+def test_a_sweep_within_1_3x_of_one_run_meets_its_target():
+    res = {**results(), "tl_lite0_freeze_lr_sweep": tl_result(1e5, wall=12.5, cache="hit", n=5)}
+    t = {x["target"]: x for x in report.targets(res)}
+    assert t["5-run lr sweep / one run, wall"]["value"] == 1.25 and t["5-run lr sweep / one run, wall"]["met"]
+    assert t["seconds per further run of the sweep"]["value"] == 2.5 / 4
+    assert t["seconds per further run of the sweep"]["goal"] == "<= 0.75"
+
+
+def test_the_automatic_precision_is_held_to_fp32_accuracy_and_speed():
+    res = {**results(), "tl_lite0_freeze": tl_result(1e5, acc=0.95, wall=10.0, cache="miss"),
+           "tl_lite0_freeze_fp32": tl_result(1e5, acc=0.97, wall=12.0, cache="miss")}
+    t = {x["target"]: x for x in report.targets(res)}
+    acc = t["lite0 freeze best val acc, bf16 (auto) - fp32"]
+    assert acc["value"] == pytest.approx(-0.02) and not acc["met"]
+    speed = t["lite0 freeze end to end, fp32 / bf16 (auto)"]
+    assert speed["value"] == 1.2 and speed["met"]

@@ -73,9 +73,20 @@ def targets(res: dict) -> list[dict]:
             b["wall_seconds"] / f["wall_seconds"] >= 30)
         d = _first(f)["best_val_acc"] - b["best_val_acc"]
         add("lite0 freeze best val acc, tl - tutorial", d, ">= -0.01", d >= -0.01)
+    if "tl_lite0_freeze_fp32" in res and "tl_lite0_freeze" in res:
+        auto, fp32 = res["tl_lite0_freeze"], res["tl_lite0_freeze_fp32"]
+        precision = _first(auto)["precision"]
+        d = _first(auto)["best_val_acc"] - _first(fp32)["best_val_acc"]
+        add(f"lite0 freeze best val acc, {precision} (auto) - fp32", d, ">= -0.01", d >= -0.01)
+        r = fp32["wall_seconds"] / auto["wall_seconds"]
+        add(f"lite0 freeze end to end, fp32 / {precision} (auto)", r, ">= 1 (auto is no slower)", r >= 1.0)
     if "tl_lite0_freeze_lr_sweep" in res and "tl_lite0_freeze" in res:
-        r = res["tl_lite0_freeze_lr_sweep"]["wall_seconds"] / res["tl_lite0_freeze"]["wall_seconds"]
-        add("5-run lr sweep / one run, wall", r, "<= 1.5", r <= 1.5)
+        sweep, one = res["tl_lite0_freeze_lr_sweep"]["wall_seconds"], res["tl_lite0_freeze"]["wall_seconds"]
+        n = len(res["tl_lite0_freeze_lr_sweep"]["runs"])
+        add(f"{n}-run lr sweep / one run, wall", sweep / one, "<= 1.3", sweep / one <= 1.3)
+        if n > 1:
+            add("seconds per further run of the sweep", (sweep - one) / (n - 1), f"<= {0.3 * one / (n - 1):.2f}",
+                sweep / one <= 1.3)
     return t
 
 

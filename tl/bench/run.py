@@ -159,6 +159,10 @@ def run_all(args) -> dict:
         step("baseline_lite0_freeze", {"kind": "tutorial", "root": str(data), "model": "efficientnet_lite0",
                                        "strategy": "freeze", "epochs": F, "pretrained": True})
         step("tl_lite0_freeze", tl_spec(f"bench-{stamp}-l0-fr", [*ds, *lite], uri), cold("one"))
+        # The same run in fp32: does the precision tl picked (bf16 where the CPU has it) keep
+        # the accuracy, and is it faster end to end?
+        step("tl_lite0_freeze_fp32", tl_spec(f"bench-{stamp}-l0-fp32", [*ds, *lite, "trainer.precision=fp32"], uri),
+             cold("fp32"))
         lrs = "0.002,0.004,0.008,0.016,0.032"
         step("tl_lite0_freeze_lr_sweep", tl_spec(f"bench-{stamp}-l0-sweep", ["-m", *ds, *lite, f"optimizer.lr={lrs}"], uri),
              cold("sweep"))

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from tl.errors import ConfigError, not_one_of
-from tl.models import heads, lite
+from tl.models import heads, lite, pristine
 from tl.models import stages as stage_rules
 from tl.models.weights import load_into, read_state_dict
 from tl.runtime.paths import resolve
@@ -124,11 +124,20 @@ def _scaled(data: DataConfig, input_size) -> DataConfig:
     return DataConfig(size, resize, data.mean, data.std, data.interpolation)
 
 
-def create(cfg) -> Backbone:
-    """The backbone with its original 1000-class head and weights loaded."""
+def create(cfg, reuse: bool = False) -> Backbone:
+    """The backbone with its original 1000-class head and weights loaded. `reuse`: a copy of
+    this process's earlier build of the same config when there is one (`tl.models.pristine`)."""
+    if cfg.source not in SOURCES:
+        raise not_one_of("model.source", cfg.source, SOURCES)
+    if reuse:
+        model, rest = pristine.get_or_build(cfg, lambda: _build(cfg))
+    else:
+        model, rest = _build(cfg)
+    return Backbone(model=model, **rest)
+
+
+def _build(cfg) -> tuple[nn.Module, dict]:
     source = cfg.source
-    if source not in SOURCES:
-        raise not_one_of("model.source", source, SOURCES)
     if source == "torchvision":
         model, data = _torchvision(cfg)
     elif source == "timm":
@@ -140,7 +149,7 @@ def create(cfg) -> Backbone:
     if cfg.weights:
         path = resolve(cfg.weights)
         load_into(model, read_state_dict(path), f"model.weights={str(path)!r}")
-    return Backbone(model=model, source=source, name=cfg.name, data=_scaled(data, cfg.input_size))
+    return model, {"source": source, "name": cfg.name, "data": _scaled(data, cfg.input_size)}
 
 
 def _stages(backbone: Backbone, head: list[str], preset_stages) -> list[list[str]]:

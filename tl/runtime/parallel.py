@@ -3,6 +3,7 @@ processes): DataLoader workers and CPU threads that suit it."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -108,3 +109,17 @@ def granted_cpus() -> int | None:
         if cpus is not None:
             return max(1, int(cpus))
     return None
+
+
+@contextlib.contextmanager
+def intra_op_threads(n: int | None):
+    """torch's intra-op threads set to `n` (at most what they were) for the block; None: unchanged."""
+    before = torch.get_num_threads()
+    if n is None or n >= before:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -53,6 +53,14 @@ def check_can_launch() -> None:
         raise _REFUSED[-1]
 
 
+def in_multirun() -> bool:
+    """Whether this process runs the jobs of a Hydra multirun (`-m`)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def parent_for_job(uri: str) -> Parent | None:
     """The sweep's parent run, when this job is part of a multirun, from the job's own config.
     Raises when a multirun job has none, or its parent is not in `uri`'s store, and

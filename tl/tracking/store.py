@@ -6,6 +6,7 @@ process-global active run, so sweeps in threads or processes cannot cross their 
 
 from __future__ import annotations
 
+import functools
 import logging
 import sqlite3
 import subprocess
@@ -20,6 +21,7 @@ from tl.tracking import links, remote
 log = logging.getLogger(__name__)
 
 MAX_PARAMS_PER_BATCH = 100
+MAX_METRICS_PER_BATCH = 1000  # MLflow's limit per log_batch
 MAX_PARAM_LENGTH = 6000
 
 
@@ -121,14 +123,26 @@ def log_params(client, run_id: str, params: dict) -> None:
 
 
 def log_metrics(client, run_id: str, metrics: dict[str, float], step: int) -> None:
+    log_steps(client, run_id, [(step, now_ms(), metrics)])
+
+
+def now_ms() -> int:
     import time
 
+    return int(time.time() * 1000)
+
+
+def log_steps(client, run_id: str, steps: list[tuple[int, int, dict[str, float]]]) -> None:
+    """Metrics of several steps, each (step, timestamp in ms, {key: value}), in as few writes
+    as the store takes."""
     from mlflow.entities import Metric
 
-    now = int(time.time() * 1000)
-    client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+    items = [Metric(k, float(v), ts, step) for step, ts, metrics in steps for k, v in metrics.items()]
+    for i in range(0, len(items), MAX_METRICS_PER_BATCH):
+        client.log_batch(run_id, metrics=items[i:i + MAX_METRICS_PER_BATCH])
 
 
+@functools.cache  # the code this process runs does not change under it; each call is 2 git processes
 def git_commit() -> str:
     try:
         root = project_root()
@@ -141,7 +155,17 @@ def git_commit() -> str:
         return "unknown"
 
 
+@functools.cache
+def _versions() -> tuple[tuple[str, str], ...]:
+    return tuple(_package_versions().items())
+
+
 def package_versions() -> dict[str, str]:
+    """The versions this process imported (read once per process)."""
+    return dict(_versions())
+
+
+def _package_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": sys.version.split()[0]}

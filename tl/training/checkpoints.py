@@ -5,10 +5,15 @@ Both are artifacts of the run, under `checkpoints/`, so the run id alone finds t
 local artifact store (the default) they are written there in place; with a remote one they
 are written to a local folder and uploaded after each write. Every write is atomic: a temp
 file in the same folder, then `os.replace`, so a kill mid-write leaves the previous file.
+
+A run that trains only a head on cached features (`freeze`) changes nothing else: its
+checkpoints hold the head's tensors (under their full names) with `model_scope: head` and the
+backbone's identity, not a copy of the unchanged backbone per epoch.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import urllib.parse
 from dataclasses import dataclass
@@ -58,9 +63,21 @@ def read(path: Path) -> dict:
     return obj
 
 
+def load_model(model, ckpt: dict, what: str) -> None:
+    """A checkpoint's model state into `model`: all of it, or its head alone."""
+    if ckpt.get("model_scope") == "head":
+        name = ckpt["head_module"]
+        prefix = name + "."
+        load_into(model.get_submodule(name), {k[len(prefix):]: v for k, v in ckpt["model"].items()}, what)
+    else:
+        load_into(model, ckpt["model"], what)
+
+
 class RunCheckpoints:
-    def __init__(self, client, run_id: str, staging: Path):
-        self.client, self.run_id = client, run_id
+    def __init__(self, client, run_id: str, staging: Path, head_only: dict | None = None):
+        """`head_only`: {"module": the head's name, "backbone": what identifies the frozen
+        backbone} when only that module trains."""
+        self.client, self.run_id, self.head_only = client, run_id, head_only
         local = local_dir(client.get_run(run_id).info.artifact_uri)
         self.upload = local is None
         self.dir = (local if local is not None else staging) / FOLDER
@@ -70,20 +87,47 @@ class RunCheckpoints:
         if self.upload:
             self.client.log_artifact(self.run_id, str(self.dir / name), FOLDER)
 
-    def save_best(self, model, epoch: int, val_acc: float, classes: list[str]) -> None:
-        self._write(BEST, {"model": model.state_dict(), "epoch": epoch, "val_acc": val_acc,
-                           "classes": list(classes)})
+    def _model(self, model) -> dict:
+        if self.head_only is None:
+            return {"model": model.state_dict()}
+        name = self.head_only["module"]
+        head = model.get_submodule(name).state_dict()
+        return {"model": {f"{name}.{k}": v for k, v in head.items()}, "model_scope": "head",
+                "head_module": name, "backbone": self.head_only["backbone"]}
 
-    def save_last(self, progress: Progress, model, optimizer, scheduler, scaler, loader_generator,
-                  classes: list[str]) -> None:
-        self._write(LAST, {
+    def best(self, model, epoch: int, val_acc: float, classes: list[str]) -> dict:
+        """What `best.pt` holds; its tensors are the live model's until `snapshot`."""
+        return {**self._model(model), "epoch": epoch, "val_acc": val_acc, "classes": list(classes)}
+
+    def last(self, progress: Progress, model, optimizer, scheduler, scaler, loader_generator,
+             classes: list[str]) -> dict:
+        """What `last.pt` holds; its tensors are the live model's and optimizer's until `snapshot`."""
+        return {
             "format": FORMAT, "epoch": progress.epoch, "best_val_acc": progress.best,
             "best_epoch": progress.best_epoch, "train_seconds": progress.seconds, "phase": progress.phase,
-            "classes": list(classes), "model": model.state_dict(),
+            "classes": list(classes), **self._model(model),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict() if scaler is not None else None,
             "rng": seeding.rng_states(loader_generator),
-        })
+        }
+
+    @staticmethod
+    def snapshot(payload: dict) -> dict:
+        """A copy that later training steps do not change, to be written later."""
+        return copy.deepcopy(payload)
+
+    def write_best(self, payload: dict) -> None:
+        self._write(BEST, payload)
+
+    def write_last(self, payload: dict) -> None:
+        self._write(LAST, payload)
+
+    def save_best(self, model, epoch: int, val_acc: float, classes: list[str]) -> None:
+        self.write_best(self.best(model, epoch, val_acc, classes))
+
+    def save_last(self, progress: Progress, model, optimizer, scheduler, scaler, loader_generator,
+                  classes: list[str]) -> None:
+        self.write_last(self.last(progress, model, optimizer, scheduler, scaler, loader_generator, classes))
 
     def _fetch(self) -> None:
         if not self.upload:
@@ -103,7 +147,7 @@ class RunCheckpoints:
             log.info("run %s has no %s/%s: starting again at epoch 1", self.run_id, FOLDER, LAST)
             return Progress()
         ckpt = read(path)
-        load_into(model, ckpt["model"], f"checkpoint {str(path)!r}")
+        load_model(model, ckpt, f"checkpoint {str(path)!r}")
         try:
             optimizer.load_state_dict(ckpt["optimizer"])
         except (ValueError, KeyError) as e:

@@ -8,6 +8,7 @@ split, when there is one, under `diagnostics/test/`.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import tempfile
 from pathlib import Path
@@ -23,6 +24,8 @@ from tl.training.engine import evaluate
 ARTIFACT_DIR = "diagnostics"
 MAX_SAMPLES = 16
 MAX_ANNOTATED_CLASSES = 30  # beyond this, counts printed in the cells are unreadable
+# Lossless either way; zlib's fastest level writes a grid of photos 3x sooner for ~3 % more bytes.
+PNG = {"compress_level": 1}
 
 
 def confusion(targets: list[int], preds: list[int], n_classes: int) -> list[list[int]]:
@@ -60,9 +63,9 @@ def log_diagnostics(client, run_id: str, targets: list[int], preds: list[int], c
         d = Path(tmp)
         _write_confusion(d, matrix, classes)
         _write_scores(d, scores, matrix)
-        _plot_confusion(matrix, classes, split).savefig(d / "confusion_matrix.png", dpi=100)
+        _confusion_figure(matrix, classes, split).save(d / "confusion_matrix.png")
         if samples:
-            _plot_samples(samples, classes).savefig(d / "predictions.png", dpi=100)
+            _sample_grid(samples, classes).save(d / "predictions.png")
         client.log_artifacts(run_id, str(d), artifact_dir)
 
 
@@ -101,7 +104,9 @@ def _plot_confusion(matrix: list[list[int]], classes: list[str], split: str = "v
     side = min(4 + 0.45 * n, 30)
     fig = Figure(figsize=(side + 1, side), layout="constrained")
     ax = fig.subplots()
-    im = ax.imshow(matrix, cmap="Blues")
+    # Colours from 0 to the largest class's size: the same scale for every run on this val
+    # set, so the matrices of a sweep compare at a glance.
+    im = ax.imshow(matrix, cmap="Blues", vmin=0, vmax=_scale(matrix))
     fig.colorbar(im, ax=ax, shrink=0.8)
     ax.set_xticks(range(n), classes, rotation=90 if n > 6 else 0)
     ax.set_yticks(range(n), classes)
@@ -109,12 +114,58 @@ def _plot_confusion(matrix: list[list[int]], classes: list[str], split: str = "v
     ax.set_ylabel("true")
     ax.set_title(f"confusion matrix ({split})")
     if n <= MAX_ANNOTATED_CLASSES:
-        top = max(max(r) for r in matrix) if matrix else 0
         for i, row in enumerate(matrix):
             for j, count in enumerate(row):
-                ax.text(j, i, str(count), ha="center", va="center",
-                        color="white" if count > top / 2 else "black")
+                ax.text(j, i, "", ha="center", va="center")
+        _count_labels(ax, matrix)
     return fig
+
+
+def _scale(matrix: list[list[int]]) -> int:
+    return max([sum(r) for r in matrix] + [1])
+
+
+def _count_labels(ax, matrix: list[list[int]]) -> None:
+    top = _scale(matrix)
+    cells = [count for row in matrix for count in row]
+    for text, count in zip(ax.texts, cells, strict=True):
+        text.set_text(str(count))
+        text.set_color("white" if count > top / 2 else "black")
+
+
+class ConfusionFigure:
+    """The confusion matrix figure of a class list and val set, laid out once: a sweep's
+    later runs change its cells and counts, not its layout (their scale is the same)."""
+
+    def __init__(self, matrix: list[list[int]], classes: list[str], split: str = "val"):
+        self.key = self.key_of(matrix, classes, split)
+        self.fig = _plot_confusion(matrix, classes, split)
+        self.fig.get_layout_engine().execute(self.fig)
+        self.fig.set_layout_engine("none")
+
+    @staticmethod
+    def key_of(matrix, classes: list[str], split: str = "val") -> tuple:
+        return tuple(classes), _scale(matrix), split
+
+    def update(self, matrix: list[list[int]]) -> None:
+        ax = self.fig.axes[0]
+        ax.images[0].set_data(matrix)
+        if ax.texts:
+            _count_labels(ax, matrix)
+
+    def save(self, path: Path) -> None:
+        self.fig.savefig(path, dpi=100, pil_kwargs=PNG)
+
+
+_CONFUSION: list[ConfusionFigure] = []  # the last one drawn
+
+
+def _confusion_figure(matrix, classes: list[str], split: str = "val") -> ConfusionFigure:
+    if _CONFUSION and _CONFUSION[0].key == ConfusionFigure.key_of(matrix, classes, split):
+        _CONFUSION[0].update(matrix)
+    else:
+        _CONFUSION[:] = [ConfusionFigure(matrix, classes, split)]
+    return _CONFUSION[0]
 
 
 def _plot_samples(samples: list[tuple[torch.Tensor, int, int]], classes: list[str]):
@@ -128,9 +179,71 @@ def _plot_samples(samples: list[tuple[torch.Tensor, int, int]], classes: list[st
         ax.axis("off")
     for ax, (image, true, pred) in zip(axes, samples):
         ax.imshow(image.permute(1, 2, 0).numpy())
-        ax.set_title(f"predicted: {classes[pred]}\ntrue: {classes[true]}", fontsize=9,
-                     color="green" if pred == true else "red")
+        _title(ax, classes, true, pred)
     return fig
+
+
+def _title(ax, classes: list[str], true: int, pred: int) -> None:
+    ax.set_title(f"predicted: {classes[pred]}\ntrue: {classes[true]}", fontsize=9,
+                 color="green" if pred == true else "red")
+
+
+class SampleGrid:
+    """The grid of sample predictions, drawn once per set of images and classes.
+
+    The runs of a sweep over one backbone and dataset show the same images with other
+    predictions: the images and the layout are drawn once (laid out with the first run's
+    titles), and each later grid redraws only the titles over that background."""
+
+    def __init__(self, samples, classes: list[str]):
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        self.key = self.key_of(samples, classes)
+        self.classes = classes
+        self.fig = _plot_samples(samples, classes)
+        self.canvas = FigureCanvasAgg(self.fig)
+        self.fig.get_layout_engine().execute(self.fig)  # lays the grid out around the titles
+        self.fig.set_layout_engine("none")  # and keeps that layout from here on
+        self.axes = [ax for ax in self.fig.axes if ax.images]
+        for ax in self.axes:
+            ax.title.set_visible(False)
+        self.canvas.draw()
+        self.background = self.canvas.copy_from_bbox(self.fig.bbox)
+        for ax in self.axes:
+            ax.title.set_visible(True)
+        self.update(samples)
+
+    @staticmethod
+    def key_of(samples, classes: list[str]) -> tuple:
+        images = hashlib.sha256()
+        for image, true, _ in samples:
+            images.update(image.contiguous().numpy().tobytes())
+            images.update(str(true).encode())
+        return images.hexdigest(), tuple(classes)
+
+    def update(self, samples) -> None:
+        self.canvas.restore_region(self.background)
+        for ax, (_, true, pred) in zip(self.axes, samples):
+            _title(ax, self.classes, true, pred)
+            ax.draw_artist(ax.title)
+
+    def save(self, path: Path) -> None:
+        from PIL import Image
+
+        w, h = self.canvas.get_width_height()
+        Image.frombuffer("RGBA", (w, h), self.canvas.buffer_rgba(), "raw", "RGBA", 0, 1).save(
+            path, format="png", **PNG)
+
+
+_GRID: list[SampleGrid] = []  # the last one drawn
+
+
+def _sample_grid(samples, classes: list[str]) -> SampleGrid:
+    if _GRID and _GRID[0].key == SampleGrid.key_of(samples, classes):
+        _GRID[0].update(samples)
+    else:
+        _GRID[:] = [SampleGrid(samples, classes)]
+    return _GRID[0]
 
 
 def spread(n_items: int, k: int) -> set[int]:
@@ -165,9 +278,11 @@ def log_best(client, run_id: str, model, checkpoint: Path, job) -> None:
     """Diagnostics of the best checkpoint (the model whose val accuracy the run reports as
     `best_val_acc`), not of the final epoch's weights."""
     if checkpoint.is_file():  # absent with tracking.log_checkpoint=false: the final weights, then
+        from tl.training.checkpoints import load_model
+
         state = load_tensors(checkpoint, map_location=job.rt.device)
-        model.load_state_dict(state["model"])  # job.step_model is `model` or its head: both updated
-    targets, preds, samples = predict(job.step_model, job.val_loader, job.prep, job.rt, job.n_val)
+        load_model(model, state, f"checkpoint {str(checkpoint)!r}")  # job.step_model is `model` or its head
+    targets, preds, samples = predict(job.step_model, job.val_loader, job.prep, job.loop_rt, job.n_val)
     if not samples and job.shown:  # trained on cached features: the images were kept aside
         samples = [(image, targets[i], preds[i]) for i, image in job.shown.items()]
     log_diagnostics(client, run_id, targets, preds, list(job.classes), samples)

@@ -169,6 +169,8 @@ def obtain(cfg, backbone: Backbone, rt, prep) -> tuple[Features, str, Path]:
     if not backbone.head:  # a later phase keeps the head trained so far
         backbones.attach_head(backbone, len(splits.classes), cfg.model.get("stages"))
     backbone.model.to(rt.device)
+    if rt.channels_last:  # only now does the backbone run
+        backbone.model.to(memory_format=torch.channels_last)
     feats = extract(backbone, splits, checks.check(splits), int(fc.views), rt, prep, int(t.seed),
                     t.get("eval_batch_size") or t.batch_size, train_view_transform=splits.train.transform,
                     val_view_transform=val_transform(backbone.data))

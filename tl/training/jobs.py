@@ -14,13 +14,14 @@ import time
 from dataclasses import dataclass, field, replace
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from tl.data import checks, datasets, decoded, device_batches, layout
 from tl.data.batches import Batches
 from tl.errors import ConfigError
 from tl.models import backbones
 from tl.runtime import machine, parallel
+from tl.sweeps import sweep
 from tl.training import features, param_groups, phases, strategies, validate
 from tl.training.engine import Preprocess
 
@@ -48,6 +49,20 @@ class Job:
     n_test: int = 0
     shown_test: dict = field(default_factory=dict)
     layout: dict | None = None  # `tl.data.layout.summary` of the splits
+    # Cached features: only a linear head steps. Its matmuls are too small to split across
+    # threads (idle waits between threads cost more than the math, 50x on a busy machine),
+    # and it trains in fp32: autocast would only add casts to an exact, cheap matmul.
+    threads: int | None = None
+    head_precision: str | None = None
+    head_only: dict | None = None  # what checkpoints hold when only the head changes (see checkpoints)
+
+    @property
+    def loop_rt(self) -> machine.Runtime:
+        """The runtime the epoch loop and the diagnostics run in."""
+        if self.head_precision is None:
+            return self.rt
+        return replace(self.rt, precision=self.head_precision,
+                       precision_reason=f"the head on cached {self.rt.precision} features")
 
 
 @dataclass
@@ -62,6 +77,7 @@ class Setup:
     facts: dict  # data, model and runtime facts: logged by a new run, re-checked by a resumed one
     setup_seconds: float
     backbone: backbones.Backbone
+    rt: machine.Runtime  # the machine's choices, before a job adapts them (workers, layout)
     prep: Preprocess
     schedule: list[phases.Phase]  # one phase for a plain strategy
     phase: phases.Phase  # the one `job`, `optimizer` and `scheduler` belong to
@@ -74,13 +90,12 @@ def build(cfg: DictConfig) -> Setup:
     rt = machine.resolve_runtime(cfg.trainer)
     generator = machine.seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)
     t0 = time.perf_counter()
-    backbone = backbones.create(cfg.model)
+    # A sweep's runs in this process share builds; a single run has nothing to share them with.
+    backbone = backbones.create(cfg.model, reuse=sweep.in_multirun())
     schedule = phases.schedule(cfg)
     # Before the data is read: a bad frozen_stages, in any phase, costs no scan of the images.
     frozen = validate.frozen_stages(cfg, schedule, backbone)
     model = backbone.model.to(rt.device)
-    if rt.channels_last:
-        model = model.to(memory_format=torch.channels_last)
     prep = Preprocess(rt, backbone.data.mean, backbone.data.std)
     job = _job(schedule[0].cfg, backbone, rt, prep, generator, frozen[0])
     setup_seconds = time.perf_counter() - t0
@@ -88,6 +103,7 @@ def build(cfg: DictConfig) -> Setup:
     optimizer, scheduler = param_groups.optimizer_and_schedule(model, backbone, schedule[0])
     facts = {
         **job.rt.as_params(), **job.plan.as_params(),
+        **({"runtime.head_precision": job.head_precision} if job.head_precision else {}),
         "data.classes": ",".join(job.classes), "data.num_classes": len(job.classes),
         "data.train_images": job.n_train, "data.val_images": job.n_val, "data.test_images": job.n_test,
         "data.input_size": backbone.data.input_size, "data.resize_size": backbone.data.resize_size,
@@ -96,7 +112,7 @@ def build(cfg: DictConfig) -> Setup:
     }
     if job.layout:
         facts["data.layout"] = layout.line(job.layout)
-    return Setup(model, job, optimizer, scheduler, generator, facts, setup_seconds, backbone, prep,
+    return Setup(model, job, optimizer, scheduler, generator, facts, setup_seconds, backbone, rt, prep,
                  schedule, schedule[0], frozen)
 
 
@@ -105,14 +121,17 @@ def enter(s: Setup, phase: phases.Phase) -> Setup:
     schedule; no LR changes that its config does not say."""
     for hook in s.job.plan.hooks:
         hook.remove()
-    job = _job(phase.cfg, s.backbone, s.job.rt, s.prep, s.generator, s.frozen[phase.index])
+    job = _job(phase.cfg, s.backbone, s.rt, s.prep, s.generator, s.frozen[phase.index])
     optimizer, scheduler = param_groups.optimizer_and_schedule(s.model, s.backbone, phase)
     log.info("phase %d (%s) from epoch %d: %s", phase.index, phase.name, phase.start, phases.describe([phase]))
     return replace(s, job=job, optimizer=optimizer, scheduler=scheduler, phase=phase)
 
 
 def _job(cfg, backbone, rt, prep, generator, frozen: int) -> Job:
-    make = _feature_job if features.applicable(cfg) else _image_job
+    on_features = features.applicable(cfg)
+    if rt.channels_last and not on_features:  # a feature job converts only if it runs the backbone
+        backbone.model.to(memory_format=torch.channels_last)
+    make = _feature_job if on_features else _image_job
     job = make(cfg, backbone, rt, prep, generator, frozen)
     if cfg.trainer.get("compile"):
         # Compiling pays off only for long runs: minutes of compile time on a CPU.
@@ -185,4 +204,8 @@ def _feature_job(cfg, backbone, rt, prep, generator, frozen: int) -> Job:
                feats.train_targets.numel(), feats.val_targets.numel(),
                feats.train.numel() * feats.train.element_size(), state, feats.shown,
                test_loader=test_loader, n_test=0 if feats.test is None else feats.test_targets.numel(),
-               shown_test=feats.shown_test, layout=feats.layout)
+               shown_test=feats.shown_test, layout=feats.layout,
+               threads=1, head_precision="fp32",
+               head_only={"module": backbone.head[-1], "backbone": {
+                   "source": backbone.source, "name": backbone.name, "feature_cache": path.stem,
+                   "config": OmegaConf.to_container(cfg.model, resolve=True)}})

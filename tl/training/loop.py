@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 
 from tl.runtime import cost, progress, signals
 from tl.tracking import store
-from tl.training import checkpoints, jobs, param_groups, phases
+from tl.training import checkpoints, jobs, param_groups, pending, phases
 from tl.training.engine import evaluate, train_one_epoch
 from tl.training.jobs import Setup
 
@@ -31,37 +31,46 @@ def run_epochs(cfg: DictConfig, client, run_id: str, s: Setup, scaler, ckpts: ch
     t = cfg.trainer
     criterion = torch.nn.CrossEntropyLoss()
     best, best_epoch, total = done.best, done.best_epoch, done.seconds
-    for epoch in progress.epochs(t.epochs, start=done.epoch + 1):
-        if epoch > s.phase.end:
-            s = jobs.enter(s, phases.at(s.schedule, epoch))
-        job, phase = s.job, s.phase
-        rate, train_rate = cost.rate_names(job.feature_cache != "off")
-        job.train_loader.set_epoch(epoch)
-        group_lrs = param_groups.lrs(s.optimizer)
-        lr = s.optimizer.param_groups[-1]["lr"]  # the phase's own LR: the head's (the only one without groups)
-        tr = train_one_epoch(job.step_model, progress.batches(job.train_loader, "train"), s.optimizer,
-                             criterion, job.rt, job.plan, job.prep, scaler)
-        va = evaluate(job.step_model, progress.batches(job.val_loader, "val"), criterion, job.rt, job.prep)
-        s.scheduler.step(epoch - phase.start + 1)  # each phase's schedule counts its own epochs
-        seconds = tr.seconds + va.seconds
-        total += seconds
-        # A first signal waits for this block: the epoch's metrics and checkpoint land together.
-        with signals.deferred():
-            if va.acc > best:
-                best, best_epoch = va.acc, epoch
-                if cfg.tracking.get("log_checkpoint", True):
-                    ckpts.save_best(s.model, epoch, va.acc, job.classes)
-            store.log_metrics(client, run_id, {
-                "train_loss": tr.loss, "train_acc": tr.acc, "val_loss": va.loss, "val_acc": va.acc,
-                "lr": lr, "phase": phase.index, **{f"lr.{k}": v for k, v in group_lrs.items()},
-                "epoch_seconds": seconds,
-                rate: (tr.images + va.images) / max(seconds, 1e-9),
-                train_rate: tr.images / max(tr.seconds, 1e-9),
-            }, step=epoch)
-            ckpts.save_last(checkpoints.Progress(epoch, best, best_epoch, total, phase.index), s.model, s.optimizer,
-                            s.scheduler, scaler, s.generator, job.classes)
-        log.info("epoch %d/%d  train loss %.4f acc %.4f  val loss %.4f acc %.4f  lr %.2e  %.1fs",
-                 epoch, t.epochs, tr.loss, tr.acc, va.loss, va.acc, lr, seconds)
+    keep_best = cfg.tracking.get("log_checkpoint", True)
+    records = pending.Pending(client, run_id, ckpts, float(cfg.tracking.get("flush_seconds", 0.0)))
+    try:
+        for epoch in progress.epochs(t.epochs, start=done.epoch + 1):
+            if epoch > s.phase.end:
+                records.flush()  # the last phase's epochs land before its optimizer goes
+                s = jobs.enter(s, phases.at(s.schedule, epoch))
+            job, phase = s.job, s.phase
+            rt = job.loop_rt
+            rate, train_rate = cost.rate_names(job.feature_cache != "off")
+            job.train_loader.set_epoch(epoch)
+            group_lrs = param_groups.lrs(s.optimizer)
+            lr = s.optimizer.param_groups[-1]["lr"]  # the phase's own LR: the head's (the only one without groups)
+            tr = train_one_epoch(job.step_model, progress.batches(job.train_loader, "train"), s.optimizer,
+                                 criterion, rt, job.plan, job.prep, scaler)
+            va = evaluate(job.step_model, progress.batches(job.val_loader, "val"), criterion, rt, job.prep)
+            s.scheduler.step(epoch - phase.start + 1)  # each phase's schedule counts its own epochs
+            seconds = tr.seconds + va.seconds
+            total += seconds
+            # A first signal waits for this block: the epoch's metrics and checkpoint land together.
+            with signals.deferred():
+                improved = va.acc > best
+                if improved:
+                    best, best_epoch = va.acc, epoch
+                here = checkpoints.Progress(epoch, best, best_epoch, total, phase.index)
+                model, optimizer, scheduler, generator, classes = (s.model, s.optimizer, s.scheduler,
+                                                                   s.generator, job.classes)
+                records.add(epoch, {
+                    "train_loss": tr.loss, "train_acc": tr.acc, "val_loss": va.loss, "val_acc": va.acc,
+                    "lr": lr, "phase": phase.index, **{f"lr.{k}": v for k, v in group_lrs.items()},
+                    "epoch_seconds": seconds,
+                    rate: (tr.images + va.images) / max(seconds, 1e-9),
+                    train_rate: tr.images / max(tr.seconds, 1e-9),
+                }, best=(lambda: ckpts.best(model, epoch, va.acc, classes)) if improved and keep_best else None,
+                    last=lambda: ckpts.last(here, model, optimizer, scheduler, scaler, generator, classes),
+                    final=epoch == t.epochs)
+            log.info("epoch %d/%d  train loss %.4f acc %.4f  val loss %.4f acc %.4f  lr %.2e  %.1fs",
+                     epoch, t.epochs, tr.loss, tr.acc, va.loss, va.acc, lr, seconds)
+    finally:  # stopped early: the finished epochs that wait still land, the one in progress not
+        records.flush()
     store.log_metrics(client, run_id, {"best_val_acc": best, "best_epoch": best_epoch,
                                        "train_seconds": total}, step=t.epochs)
     return checkpoints.Progress(t.epochs, best, best_epoch, total, s.phase.index), s

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from tl.runtime import cost
+from tl.runtime import cost, parallel
 from tl.tracking import store
 from tl.training import checkpoints, diagnostics, identity, jobs, lifecycle, loop, phases, resume
 
@@ -78,16 +78,17 @@ def _new(cfg: DictConfig, client, run_id: str, out_dir: Path | None, started: fl
         for name, content in files.items():
             (work / name).write_text(content, encoding="utf-8")
             client.log_artifact(run_id, str(work / name))
-        ckpts = checkpoints.RunCheckpoints(client, run_id, staging=work)
-        return _fit(cfg, client, run_id, s, ckpts, checkpoints.Progress(), loop.grad_scaler(rt.precision), started)
+        ckpts = checkpoints.RunCheckpoints(client, run_id, staging=work, head_only=_head_only(s))
+        return _fit(cfg, client, run_id, s, ckpts, checkpoints.Progress(), loop.grad_scaler(s.job.loop_rt.precision),
+                    started)
 
 
 def _resumed(cfg: DictConfig, client, run_id: str, started: float) -> RunResult:
     s = jobs.build(cfg)
     resume.check_unchanged(client, run_id, s.facts)  # logged when the run began; they must still hold
     with _staging() as work:
-        ckpts = checkpoints.RunCheckpoints(client, run_id, staging=work)
-        scaler = loop.grad_scaler(s.job.rt.precision)
+        ckpts = checkpoints.RunCheckpoints(client, run_id, staging=work, head_only=_head_only(s))
+        scaler = loop.grad_scaler(s.job.loop_rt.precision)
         # The saved optimizer belongs to the phase of the saved epoch: enter that one first.
         saved_in = phases.at(s.schedule, ckpts.saved_epoch())
         if saved_in is not s.phase:
@@ -98,18 +99,26 @@ def _resumed(cfg: DictConfig, client, run_id: str, started: float) -> RunResult:
 
 def _fit(cfg, client, run_id, s: jobs.Setup, ckpts, done: checkpoints.Progress, scaler,
          started: float) -> RunResult:
-    end, s = loop.run_epochs(cfg, client, run_id, s, scaler, ckpts, done)
-    ckpts.finish()
-    name = lifecycle.run_name(cfg)
-    log.info("%s: best val acc %.4f at epoch %d", name, end.best, end.best_epoch)
-    diagnostics.log_best(client, run_id, s.model, ckpts.dir / checkpoints.BEST, s.job)
-    test = None
-    if s.job.test_loader is not None:  # once, on the val-selected model, after every choice
-        test = diagnostics.log_test(client, run_id, s.job, cfg.trainer.epochs)
-        log.info("%s: test acc %.4f  loss %.4f (%d images)", name, test["test_acc"], test["test_loss"],
-                 s.job.n_test)
+    threads = s.job.threads if len(s.schedule) == 1 else None  # a later phase may run the backbone
+    with parallel.intra_op_threads(threads):
+        end, s = loop.run_epochs(cfg, client, run_id, s, scaler, ckpts, done)
+        ckpts.finish()
+        name = lifecycle.run_name(cfg)
+        log.info("%s: best val acc %.4f at epoch %d", name, end.best, end.best_epoch)
+        diagnostics.log_best(client, run_id, s.model, ckpts.dir / checkpoints.BEST, s.job)
+        test = None
+        if s.job.test_loader is not None:  # once, on the val-selected model, after every choice
+            test = diagnostics.log_test(client, run_id, s.job, cfg.trainer.epochs)
+            log.info("%s: test acc %.4f  loss %.4f (%d images)", name, test["test_acc"], test["test_loss"],
+                     s.job.n_test)
     store.log_metrics(client, run_id, {"total_seconds": time.perf_counter() - started}, step=cfg.trainer.epochs)
     return RunResult(run_id, end.best, end.best_epoch, end.seconds, None if test is None else test["test_acc"])
+
+
+def _head_only(s: jobs.Setup) -> dict | None:
+    """Checkpoints hold only the head when nothing else ever trains: a run of one phase on
+    cached features. A phased run trains the backbone later, so its checkpoints hold it all."""
+    return s.job.head_only if len(s.schedule) == 1 else None
 
 
 @contextmanager

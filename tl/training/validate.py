@@ -33,6 +33,9 @@ def check(cfg) -> None:
         raise ConfigError(f"optimizer.lr={lr!r} must be a number > 0")
     if cfg.model.get("name") in (None, "", "???"):
         raise ConfigError(f"model.name is not set: model={cfg.model.source} needs model.name=NAME")
+    fs = cfg.tracking.get("flush_seconds", 0.0)
+    if isinstance(fs, bool) or not isinstance(fs, (int, float)) or fs < 0:
+        raise ConfigError(f"tracking.flush_seconds={fs!r} must be a number >= 0 (0: write every epoch)")
     _names(cfg)
     _val_fraction(cfg.dataset)
 
