@@ -1,6 +1,7 @@
-"""A real team server for tests: PostgreSQL (initdb + pg_ctl on a temporary folder, run as the
-unprivileged `postgres` user, since PostgreSQL refuses to run as root) and `tl server` on it,
-with served artifacts and MLflow's basic-auth app, all on 127.0.0.1 and free ports.
+"""Real servers for tests, on 127.0.0.1 and free ports: a plain `mlflow server` (SQLite, served
+artifacts), and a team server: PostgreSQL (initdb + pg_ctl on a temporary folder, run as the
+unprivileged `postgres` user, since PostgreSQL refuses to run as root) with `tl server` on it,
+served artifacts and MLflow's basic-auth app.
 
 Outside CI a machine without PostgreSQL's server binaries skips these tests with the reason; in
 CI (CI=true) their absence fails them: `.ci/run` installs them.
@@ -8,6 +9,7 @@ CI (CI=true) their absence fails them: `.ci/run` installs them.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -108,6 +110,28 @@ def stop_group(proc: subprocess.Popen, timeout: float = 30) -> None:
     except ProcessLookupError:
         pass
     proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def plain_mlflow_server(root: Path):
+    """A real `mlflow server`: runs in SQLite under `root`, artifacts served from it."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log_path = root / "server.log"
+    # No GenAI job runner: it would start a pool of worker processes no test uses.
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+             "--workers", "1", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+             "--serve-artifacts", "--artifacts-destination", str(root / "artifacts")],
+            cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_until_healthy(url, proc, log_path)
+        yield SimpleNamespace(url=url, root=root)
+    finally:
+        stop_group(proc)
 
 
 def start_postgres():

@@ -15,7 +15,8 @@ from types import SimpleNamespace
 import pytest
 
 from tests.conftest import make_image_folder
-from tests.tracking.test_server import api, fetch, free_port, search, stop, tags, wait_until_healthy
+from tests.servers import plain_mlflow_server
+from tests.tracking.test_server import api, fetch, search, tags
 
 ROOT = Path(__file__).resolve().parent.parent
 CURVES = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")
@@ -28,23 +29,8 @@ RAY = ["hydra/launcher=ray", "+hydra.launcher.ray.init.num_cpus=2",
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
     """A plain tracking server (SQLite, served artifacts) that every launcher test logs to."""
-    root = tmp_path_factory.mktemp("launcher_server")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log_path = root / "server.log"
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-             "--workers", "1", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-             "--serve-artifacts", "--artifacts-destination", str(root / "artifacts")],
-            cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        wait_until_healthy(url, proc, log_path)
-        yield SimpleNamespace(url=url, root=root)
-    finally:
-        stop(proc)
+    with plain_mlflow_server(tmp_path_factory.mktemp("launcher_server")) as s:
+        yield s
 
 
 def tl_env(mark: str | None = None) -> dict:

@@ -5,13 +5,11 @@ real `mlflow server` on 127.0.0.1 holding a small logged sweep, opened in headle
 import os
 import re
 import shutil
-import subprocess
-import sys
 
 import pytest
 
 from tests.logged_sweeps import Job, log_sweep
-from tests.tracking.test_server import free_port, stop, wait_until_healthy
+from tests.servers import plain_mlflow_server
 from tl.tracking import store
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -32,20 +30,8 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def ui(tmp_path_factory):
     """A tracking server with one logged sweep of three runs, and the links tl prints for it."""
-    root = tmp_path_factory.mktemp("links")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log_path = root / "server.log"
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no GenAI job workers
-    env.pop("MLFLOW_TRACKING_URI", None)
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-             "--workers", "1", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-             "--serve-artifacts", "--artifacts-destination", str(root / "artifacts")],
-            cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        wait_until_healthy(url, proc, log_path)
+    with plain_mlflow_server(tmp_path_factory.mktemp("links")) as server:
+        url, root = server.url, server.root
         client, parent, ids = log_sweep(url, [Job("lite0", "finetune", 0.95), Job("lite0", "freeze", 0.9),
                                               Job("resnet18", "finetune", 0.7)], name="sweep links")
         exp_id = client.get_run(parent).info.experiment_id
@@ -53,8 +39,6 @@ def ui(tmp_path_factory):
         links = dict(re.findall(r"^\s+(runs|curves):\s+(\S+)$", hint, flags=re.M))
         names = [client.get_run(i).info.run_name for i in ids]
         yield dict(url=url, links=links, names=names, root=root)
-    finally:
-        stop(proc)
 
 
 @pytest.fixture(scope="module")

@@ -4,11 +4,8 @@ table and figures on the sweep's parent, where the server's artifact proxy serve
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.parse
 import urllib.request
 from types import SimpleNamespace
@@ -16,74 +13,14 @@ from types import SimpleNamespace
 import pytest
 
 from tests.conftest import make_image_folder
+from tests.servers import plain_mlflow_server
 
 pytestmark = pytest.mark.slow  # end to end: whole sweeps in subprocesses
 
-STARTUP_SECONDS = 180  # a cold start imports all of MLflow's server: ~15 s on 2 busy cores
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until_healthy(url: str, proc: subprocess.Popen, log_path) -> None:
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"mlflow server exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"mlflow server not healthy after {STARTUP_SECONDS}s:\n{log_path.read_text()[-3000:]}")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """Terminate the server's process group (it runs uvicorn as a child), then kill what is left."""
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        proc.poll()
-        try:
-            os.killpg(proc.pid, 0)  # anyone left in the group?
-        except ProcessLookupError:
-            return
-        time.sleep(0.2)
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mlflow_server")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log_path = root / "server.log"
-    # No GenAI job runner: it would start a pool of worker processes this test never uses.
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-             "--workers", "1", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-             "--serve-artifacts", "--artifacts-destination", str(root / "artifacts")],
-            cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        wait_until_healthy(url, proc, log_path)
-        yield SimpleNamespace(url=url, root=root)
-    finally:
-        stop(proc)
+    with plain_mlflow_server(tmp_path_factory.mktemp("mlflow_server")) as s:
+        yield s
 
 
 def api(server, endpoint: str, body: dict | None = None, **query):
