@@ -44,7 +44,9 @@ def tl_env(mark: str | None = None) -> dict:
 
 
 def job_args(data: Path, work: Path, server, experiment: str, epochs: int = 2, input_size: int = 32):
-    return ["model=timm", "model.pretrained=false", f"model.input_size={input_size}",
+    # flush_seconds=0: each epoch lands as it ends, so a test can stop a job between two epochs
+    # however fast the machine runs them.
+    return ["tracking.flush_seconds=0", "model=timm", "model.pretrained=false", f"model.input_size={input_size}",
             "dataset=imagefolder", f"dataset.root={data}", f"trainer.epochs={epochs}",
             "trainer.batch_size=4", "trainer.num_workers=0", f"tracking.uri={server.url}",
             f"tracking.experiment={experiment}", f"hydra.sweep.dir={work / 'multirun'}"]

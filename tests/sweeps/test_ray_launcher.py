@@ -90,12 +90,12 @@ def test_tl_compare_ranks_the_ray_sweep(mlflow_server, ray_sweep, tmp_path):
 def test_a_job_whose_worker_is_killed_ends_killed_and_resumes_through_the_server(mlflow_server, tmp_path):
     mark = new_mark()
     args = job_args(data_folder(tmp_path / "data", slow=True), tmp_path, mlflow_server, "ray-kill",
-                    epochs=3, input_size=48)
+                    epochs=3, input_size=96)
     proc = start_tl("-m", *RAY, "model.name=test_resnet,test_efficientnet", *args, cwd=tmp_path, mark=mark)
     try:
-        # Mid-run: the test_resnet job has logged its first epoch, not its last.
+        # Mid-run: the test_resnet job has logged an epoch, not its last.
         victim = wait_for(lambda: [k for k in sweep_or_none(mlflow_server) if tags(k)["tl.model"] == "test_resnet"
-                                   and len(history(mlflow_server, k["info"]["run_id"], "val_acc")) == 1],
+                                   and 1 <= len(history(mlflow_server, k["info"]["run_id"], "val_acc")) < 3],
                           300, "the first epoch of the test_resnet job", proc)[0]
         os.kill(int(tags(victim)["tl.pid"]), signal.SIGKILL)  # the Ray worker running the job
         assert proc.wait(timeout=600) == 1

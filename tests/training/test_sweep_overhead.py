@@ -71,7 +71,7 @@ def test_epochs_written_together_log_every_epoch_and_the_same_best_checkpoint(fr
     train(compose_cfg(*freeze, "tracking.flush_seconds=0"))  # a write per epoch
     train(compose_cfg(*freeze, "tracking.flush_seconds=3600"))  # one write at the end
     client, (each, together) = all_runs(store)
-    for key in (*CURVES, "epoch_seconds", "images_per_second"):
+    for key in (*CURVES, "epoch_seconds", "features_per_second"):
         steps = [s for s, _ in history(client, together.info.run_id, key)]
         assert steps == [1, 2, 3, 4], key
     for key in CURVES:

@@ -102,7 +102,6 @@ def _fit(cfg, client, run_id, s: jobs.Setup, ckpts, done: checkpoints.Progress, 
     threads = s.job.threads if len(s.schedule) == 1 else None  # a later phase may run the backbone
     with parallel.intra_op_threads(threads):
         end, s = loop.run_epochs(cfg, client, run_id, s, scaler, ckpts, done)
-        ckpts.finish()
         name = lifecycle.run_name(cfg)
         log.info("%s: best val acc %.4f at epoch %d", name, end.best, end.best_epoch)
         diagnostics.log_best(client, run_id, s.model, ckpts.dir / checkpoints.BEST, s.job)
@@ -111,6 +110,9 @@ def _fit(cfg, client, run_id, s: jobs.Setup, ckpts, done: checkpoints.Progress, 
             test = diagnostics.log_test(client, run_id, s.job, cfg.trainer.epochs)
             log.info("%s: test acc %.4f  loss %.4f (%d images)", name, test["test_acc"], test["test_loss"],
                      s.job.n_test)
+        # Only now is the resume point no longer needed: a run stopped during its diagnostics
+        # resumes after its last epoch instead of training again from the first.
+        ckpts.finish()
     store.log_metrics(client, run_id, {"total_seconds": time.perf_counter() - started}, step=cfg.trainer.epochs)
     return RunResult(run_id, end.best, end.best_epoch, end.seconds, None if test is None else test["test_acc"])
 
