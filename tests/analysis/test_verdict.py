@@ -7,7 +7,7 @@ import io
 
 from tests.logged_sweeps import Job, log_sweep
 from tl.analysis import groups, verdict
-from tl.cli.compare import Row
+from tl.tracking.runs import Row
 from tl.cli.main import main as tl_command
 
 
