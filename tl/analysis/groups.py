@@ -156,7 +156,8 @@ def _usable(r: Row) -> bool:
     return r.status == "FINISHED" and r.best_val_acc is not None
 
 
-def _failure(r: Row) -> str:
+def failure(r: Row) -> str:
+    """Why a run is not counted: its status and error, or the metric it lacks."""
     if r.status != "FINISHED":
         return r.status + (f": {r.error}" if r.error else "")
     return r.error or "no best_val_acc logged"

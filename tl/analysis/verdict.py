@@ -5,7 +5,7 @@ choice nearly as good, which noise the intervals cover, and every caveat that li
 from __future__ import annotations
 
 from tl.analysis import stats
-from tl.analysis.groups import Dataset, Group
+from tl.analysis.groups import Dataset, Group, failure
 
 SEEDS_HINT = "trainer.seed=0,1,2"
 MORE_SEEDS_HINT = "trainer.seed=0,1,2,3,4"
@@ -109,8 +109,8 @@ def noise(ds: Dataset) -> str | None:
     low, high = stats.wilson(correct, n, ds.confidence)
     return (f"The intervals cover training noise only, on one fixed test split of {n} images (one image is "
             f"{100 / n:.1f} points): that split alone allows {ds.metric} {low:.3f} to {high:.3f} for the best "
-            f"(Wilson {ds.confidence:.0%} interval of {correct}/{n} correct). Differences below that width are "
-            "the test set's to settle: more test images, or dataset.split_seed=${trainer.seed} to resample it.")
+            f"(Wilson {ds.confidence:.0%} interval of {correct}/{n} correct). More seeds do not narrow that: "
+            "more test images, or splits resampled with the seed (dataset.split_seed=${trainer.seed}), do.")
 
 
 def recipes(ds: Dataset) -> str | None:
@@ -129,7 +129,7 @@ def _failed(ds: Dataset) -> str | None:
         return None
     return (f"Not counted (failed, or no usable {ds.metric}): "
             + "; ".join(f"{r.model} + {r.strategy}" + (f" seed {r.seed}" if r.seed is not None else "")
-                        + f" ({(r.error or r.status)[:200]})" for r in ds.failed) + ".")
+                        + f" ({failure(r)[:200]})" for r in ds.failed) + ".")
 
 
 def lines(ds: Dataset, within: float = 1.0) -> list[str]:

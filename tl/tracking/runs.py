@@ -166,15 +166,11 @@ def _resampled(runs) -> bool:
     return len(seeds) > 1 and all(x.get("dataset.split_seed") == x.get(SEED_KEY) for x in p)
 
 
-def _split(params: dict, resampled: bool) -> str:
-    parts = []
-    for k in SPLIT_SETTINGS:
-        v = params.get(f"dataset.{k}")
-        if k == "split_seed" and resampled:
-            v = "with the seed"
-        if v is not None:
-            parts.append(f"{k}={v}")
-    return " ".join(parts)
+def _split(params: dict, resampled: bool) -> dict[str, str]:
+    out = {k: params[f"dataset.{k}"] for k in SPLIT_SETTINGS if f"dataset.{k}" in params}
+    if resampled and "split_seed" in out:
+        out["split_seed"] = "${trainer.seed}"
+    return out
 
 
 def data_identity(runs) -> dict[str, tuple[str, str]]:
@@ -182,7 +178,7 @@ def data_identity(runs) -> dict[str, tuple[str, str]]:
     the dataset name plus its `dataset.root`; then the split settings (limit_per_class, the
     val/test fractions, split_seed, split folder names), so runs tested on different images are
     never one dataset. Labelled by the id (or the name) alone where that is unambiguous in the
-    sweep, else with the root folder and the split settings that differ."""
+    sweep, else with the root folder, and the split settings that differ."""
     resampled = _resampled(runs)
     base = {}
     for r in runs:
@@ -197,7 +193,7 @@ def data_identity(runs) -> dict[str, tuple[str, str]]:
     for content, name, root, split in base.values():
         if name is not None:
             roots_per_name.setdefault(name, set()).add(root)
-        splits_per_content.setdefault(content, []).append(dict(x.split("=", 1) for x in split.split()))
+        splits_per_content.setdefault(content, []).append(split)
     out = {}
     for rid, (content, name, root, split) in base.items():
         if name is None:
@@ -208,12 +204,12 @@ def data_identity(runs) -> dict[str, tuple[str, str]]:
             folders = [Path(x).name for x in roots_per_name[name]]
             short = Path(root).name
             label = f"{name} ({short if folders.count(short) == 1 else root})"
-        mine = dict(x.split("=", 1) for x in split.split())
         seen = splits_per_content[content]
-        differ = [k for k in mine if len({s.get(k) for s in seen}) > 1]
+        differ = [k for k in SPLIT_SETTINGS if len({s.get(k) for s in seen}) > 1]
         if differ:
-            label += " [" + " ".join(f"{k}={mine[k]}" for k in differ) + "]"
-        out[rid] = (f"{content}|{split}", label)
+            label += " [" + " ".join(f"{k}={split.get(k, '-')}" for k in differ) + "]"
+        key = " ".join(f"{k}={v}" for k, v in split.items())
+        out[rid] = (f"{content}|{key}" if key else content, label)
     return out
 
 
