@@ -164,3 +164,16 @@ def test_strategies_at_one_shared_lr_are_called_a_comparison_of_recipes():
             "strategies themselves.") in verdict_of(rows)
     rows = seeds("finetune", [0.9, 0.91], lr="0.01") + seeds("freeze", [0.8, 0.81], lr="0.1")
     assert not any("recipes" in x for x in verdict_of(rows))
+
+
+def test_the_whole_answer_is_one_call_for_a_sweeps_parent_run(store, tmp_path):
+    from tl import analysis
+
+    jobs = [Job("lite0", "freeze", 0.9, seed=s, test_acc=0.90 + s / 100, total_seconds=10.0) for s in (0, 1)]
+    jobs += [Job("lite0", "finetune", 0.9, seed=s, test_acc=0.80, total_seconds=100.0) for s in (0, 1)]
+    _, parent, _ = log_sweep(store, jobs)
+    report = analysis.report(store, parent)
+    assert "Verdict (imagefolder):\n  Best on imagefolder: lite0 + freeze, test acc 0.905" in report.text
+    assert "**Verdict.** Best on imagefolder: lite0 + freeze" in report.markdown
+    assert {p.name for p in report.write(tmp_path)} == {"table.md", "runs.csv", "curves.png", "matrix.png",
+                                                        "pareto.png", "verdict.md"}

@@ -138,3 +138,13 @@ def test_groups_of_old_rows_without_seeds_are_one_run_each():
     (ds,) = groups.analyse(rows).values()
     assert [(g.strategy, g.acc.n, g.acc.half_width) for g in ds.groups] == [("freeze", 1, None), ("finetune", 1, None)]
     assert render.matrices({"digits": ds})["digits"].what == "Best val acc"
+
+
+def test_a_nan_metric_and_a_missing_seed_are_listed_never_a_crash(store):
+    log_sweep(store, [Job("lite0", "freeze", 0.9, seed=0), Job("lite0", "freeze", 0.92, seed=None),
+                      Job("lite0", "finetune", float("nan"), seed=0), Job("lite0", "finetune", 0.5, seed=1)])
+    text = compare(store)
+    runs_table = text.split("\n\n")[1].splitlines()
+    assert any(line.startswith("NaN ") and " nan " in line for line in runs_table)
+    assert "Not counted (failed, or no usable best val acc): lite0 + finetune seed 0 (best_val_acc is nan)." in text
+    assert "Best on imagefolder: lite0 + freeze, best val acc 0.910 ± " in text

@@ -110,8 +110,10 @@ def choose_metric(done) -> tuple[str, str, list[str]]:
     if with_test == len(done):
         return "test_acc", "test acc", []
     if with_test:
+        broken = sum("test_acc" in r.nonfinite for r in done)
+        why = f" ({broken} logged a NaN or inf test acc)" if broken else ""
         return "best_val_acc", "best val acc", [
-            f"only {with_test} of {len(done)} runs have a test split, so all are ranked by best val acc "
+            f"only {with_test} of {len(done)} runs have a test split{why}, so all are ranked by best val acc "
             "(the split that picked their epoch: an optimistic estimate)"]
     return "best_val_acc", "best val acc", [
         "no test split in these runs: ranked by best val acc, the split that also picked the epoch, "

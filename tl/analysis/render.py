@@ -34,6 +34,11 @@ def fmt(v, spec: str) -> str:
     return "-" if v is None else format(v, spec)
 
 
+def metric(r: Row, key: str, spec: str) -> str:
+    """A metric's cell: the NaN or inf a run logged shown as such, not as a missing value."""
+    return str(r.nonfinite[key]) if key in r.nonfinite else fmt(getattr(r, key), spec)
+
+
 def _mark(r: Row, best: set[str]) -> str:
     if r.run_id in best:
         return "*"
@@ -61,10 +66,10 @@ def table(rows: list[Row], datasets: dict[str, Dataset]) -> tuple[list[str], lis
     body = []
     for r in rows:
         cell = {"": _mark(r, best), "model": r.model, "strategy": r.strategy, "dataset": r.dataset,
-                "overrides": r.varied, "test acc": fmt(r.test_acc, ".4f"),
-                "best val acc": fmt(r.best_val_acc, ".4f"), "best epoch": fmt(r.best_epoch, "d"),
+                "overrides": r.varied, "test acc": metric(r, "test_acc", ".4f"),
+                "best val acc": metric(r, "best_val_acc", ".4f"), "best epoch": fmt(r.best_epoch, "d"),
                 "final val loss": fmt(r.final_val_loss, ".4f"), "train s": fmt(r.train_seconds, ".1f"),
-                "total s": fmt(r.total_seconds, ".1f"), "feature cache": _cache(r),
+                "total s": metric(r, "total_seconds", ".1f"), "feature cache": _cache(r),
                 "trainable / total params": f"{fmt(r.trainable, ',')} / {fmt(r.total, ',')}",
                 "run": r.run_id}
         body.append([cell[h] for h in header])

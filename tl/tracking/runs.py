@@ -50,6 +50,7 @@ class Row:
     feature_cache: str | None = None  # hit | miss | off; None: not logged
     feature_pass_seconds: float | None = None  # the frozen backbone pass a cache hit reused
     error: str = ""  # why a metric is missing or the run failed (tag tl.error, or a NaN read)
+    nonfinite: dict = field(default_factory=dict)  # metric -> the NaN or inf it logged (read as None)
     split_seed: str | None = None  # dataset.split_seed as logged
     test_images: int | None = None
     lr: str | None = None  # optimizer.lr as logged
@@ -237,6 +238,7 @@ def row(client, run, identity: tuple[str, str], model: str, varied_: str) -> Row
         seed=_int(p.get(SEED_KEY)), test_acc=f["test_acc"], total_seconds=f["total_seconds"],
         backbone=b.key, rank_key=b.rank_key, feature_cache=t.get("tl.feature_cache") or p.get("runtime.feature_cache"),
         feature_pass_seconds=f["feature_pass_seconds"], error=_error(run, m),
+        nonfinite={k: m[k] for k in METRICS if k in m and not math.isfinite(m[k])},
         split_seed=p.get("dataset.split_seed"), test_images=_int(p.get("data.test_images")),
         lr=p.get("optimizer.lr"), data_id=t.get("tl.data_id"),
         dataset_params={**{k: v for k, v in p.items() if k.startswith("dataset.")},
