@@ -82,7 +82,8 @@ def _tests(ds: Dataset) -> list[str]:
     tests = sorted({g.vs_best.method for g in others if g.vs_best.p is not None})
     if tests:
         how = f"{' / '.join(tests)} against the best, p >= {1 - ds.confidence:.2f}"
-        out.append(f"Indistinguishable from it ({how}): " + (", ".join(_same(g, best) for g in same) if same else "none") + ".")
+        named = ", ".join(_same(g, best) for g in same) if same else "none"
+        out.append(f"Indistinguishable from it ({how}): {named}.")
     if unknown and best.acc.n < 2:
         out.append("Not testable against a best with one seed: " + ", ".join(g.label for g in unknown) + ".")
     elif unknown:

@@ -92,7 +92,11 @@ def data_id_from_params(params: dict) -> str | None:
     cwd = params.get("tl.cwd")
     if cwd and not Path(ds["root"]).expanduser().is_absolute():
         ds["root"] = str(Path(cwd) / ds["root"])
+    cfg = OmegaConf.create({k: v for k, v in ds.items() if "." not in k})
     try:
-        return data_id(OmegaConf.create({k: v for k, v in ds.items() if "." not in k}))
+        root = resolve(cfg.root)
+        if not root.is_dir():  # a moved folder would hash as empty: no id, not a wrong one
+            return None
+        return data_id(cfg, root)
     except Exception:  # unreadable folder: no id, no agreement line
         return None
