@@ -7,7 +7,7 @@ import io
 
 from tests.logged_sweeps import Job, log_sweep
 from tl.analysis import groups, verdict
-from tl.cli.compare import Row
+from tl.tracking.runs import Row
 from tl.cli.main import main as tl_command
 
 
@@ -108,3 +108,72 @@ def test_a_confidence_outside_0_1_is_refused_naming_the_option(store, capsys):
     log_sweep(store, [Job("lite0", "freeze", 0.9)])
     assert tl_command(["compare", "--tracking-uri", store, "--confidence", "95"]) == 2
     assert "--confidence 95.0 must lie strictly between 0 and 1, e.g. 0.95" in capsys.readouterr().err
+
+
+# --- what the answer's interval covers, and what limits it --------------------------------
+
+from tests.analysis.rows import run as row  # noqa: E402
+
+
+def seeds(strategy, accs, seconds=10.0, split_seed="0", test_images=76, **kw):
+    return [row("lite0", strategy, s, acc, seconds, split_seed=split_seed if split_seed != "seed" else str(s),
+                test_images=test_images, **kw) for s, acc in enumerate(accs)]
+
+
+def verdict_of(rows, within=1.0):
+    (ds,) = groups.analyse(rows).values()
+    return verdict.lines(ds, within)
+
+
+def test_a_fixed_test_split_says_the_interval_is_training_noise_and_what_the_test_set_allows():
+    lines = verdict_of(seeds("finetune", [0.90, 0.92, 0.91], 100.0) + seeds("freeze", [0.80, 0.81, 0.82]))
+    (line,) = [x for x in lines if x.startswith("The intervals cover")]
+    assert line.startswith("The intervals cover training noise only, on one fixed test split of 76 images "
+                           "(one image is 1.3 points): that split alone allows test acc 0.8")
+    assert "(Wilson 95% interval of 69/76 correct)" in line
+
+
+def test_splits_resampled_with_the_seed_say_training_and_split_noise():
+    lines = verdict_of(seeds("finetune", [0.90, 0.92, 0.91], split_seed="seed")
+                       + seeds("freeze", [0.80, 0.81, 0.82], split_seed="seed"))
+    assert ("The intervals cover training and split noise: dataset.split_seed varied with the seed, so each "
+            "seed drew its own test images.") in lines
+
+
+def test_a_best_group_with_one_seed_is_caveated_and_never_silently_recommended():
+    rows = seeds("finetune", [0.95]) + seeds("freeze", [0.94, 0.945, 0.94], seconds=100.0)
+    lines = verdict_of(rows)
+    assert lines[1].startswith("Caveat: the best has one seed (n=1;")
+    assert "Not testable against a best with one seed: lite0 + freeze." in lines
+    rows = seeds("finetune", [0.95, 0.95, 0.96], seconds=100.0) + seeds("freeze", [0.945])
+    assert any("lite0 + freeze, test acc 0.945 (n=1: one run, no interval), 10x less time" in x
+               for x in verdict_of(rows))
+
+
+def test_two_seeds_say_the_smallest_gap_the_test_could_detect_and_ask_for_more():
+    rows = seeds("partial_freeze", [0.985, 0.985], 100.0) + seeds("freeze", [0.93, 0.83])
+    (line,) = [x for x in verdict_of(rows) if x.startswith("Indistinguishable")]
+    assert "lite0 + freeze (p=0." in line
+    assert "at 2 seeds this test detects only gaps above" in line and "this one is 10.5: add seeds" in line
+
+
+def test_strategies_at_one_shared_lr_are_called_a_comparison_of_recipes():
+    rows = seeds("finetune", [0.9, 0.91], lr="0.01") + seeds("freeze", [0.8, 0.81], lr="0.01")
+    assert ("Strategies share optimizer.lr=0.01: their comparison is a comparison of recipes (each strategy at "
+            "that one learning rate, not at its best); sweep optimizer.lr per strategy to compare the "
+            "strategies themselves.") in verdict_of(rows)
+    rows = seeds("finetune", [0.9, 0.91], lr="0.01") + seeds("freeze", [0.8, 0.81], lr="0.1")
+    assert not any("recipes" in x for x in verdict_of(rows))
+
+
+def test_the_whole_answer_is_one_call_for_a_sweeps_parent_run(store, tmp_path):
+    from tl import analysis
+
+    jobs = [Job("lite0", "freeze", 0.9, seed=s, test_acc=0.90 + s / 100, total_seconds=10.0) for s in (0, 1)]
+    jobs += [Job("lite0", "finetune", 0.9, seed=s, test_acc=0.80, total_seconds=100.0) for s in (0, 1)]
+    _, parent, _ = log_sweep(store, jobs)
+    report = analysis.report(store, parent)
+    assert "Verdict (imagefolder):\n  Best on imagefolder: lite0 + freeze, test acc 0.905" in report.text
+    assert "**Verdict.** Best on imagefolder: lite0 + freeze" in report.markdown
+    assert {p.name for p in report.write(tmp_path)} == {"table.md", "runs.csv", "curves.png", "matrix.png",
+                                                        "pareto.png", "verdict.md"}

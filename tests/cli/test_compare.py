@@ -7,7 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from tl.cli.compare import Row, matrices
+from tl.analysis import groups, render
+from tl.tracking.runs import Row
 from tl.cli.main import main as tl_command
 
 pytestmark = pytest.mark.slow  # end to end: whole sweeps in subprocesses
@@ -77,6 +78,10 @@ def test_compare_in_an_empty_store_says_how_to_make_a_sweep(tmp_path, capsys):
 
 def row(model, strategy, acc, dataset="digits", varied=""):
     return Row("id", "name", "FINISHED", model, strategy, dataset, acc, 1, 0.5, 1.0, 1, 2, varied)
+
+
+def matrices(rows):
+    return {ds: (m.models, m.strategies, m.cells, m.what) for ds, m in render.matrices(groups.analyse(rows)).items()}
 
 
 def test_the_matrix_holds_each_pairs_best_run_per_dataset():

@@ -14,8 +14,7 @@ import pytest
 
 from tests.conftest import make_image_folder
 from tests.logged_sweeps import Job, log_sweep
-from tl.analysis import groups
-from tl.cli.compare import matrices
+from tl.analysis import groups, render
 from tl.cli.main import main as tl_command
 
 
@@ -132,10 +131,20 @@ def test_runs_that_differ_only_in_seed_form_one_group(store):
 
 
 def test_groups_of_old_rows_without_seeds_are_one_run_each():
-    from tl.cli.compare import Row
+    from tl.tracking.runs import Row
 
     rows = [Row(str(i), "", "FINISHED", "vgg16", s, "digits", acc, 1, 0.5, 1.0, 1, 2)
             for i, (s, acc) in enumerate([("freeze", 0.9), ("finetune", 0.8)])]
     (ds,) = groups.analyse(rows).values()
     assert [(g.strategy, g.acc.n, g.acc.half_width) for g in ds.groups] == [("freeze", 1, None), ("finetune", 1, None)]
-    assert matrices(rows)["digits"][3] == "Best val acc"
+    assert render.matrices({"digits": ds})["digits"].what == "Best val acc"
+
+
+def test_a_nan_metric_and_a_missing_seed_are_listed_never_a_crash(store):
+    log_sweep(store, [Job("lite0", "freeze", 0.9, seed=0), Job("lite0", "freeze", 0.92, seed=None),
+                      Job("lite0", "finetune", float("nan"), seed=0), Job("lite0", "finetune", 0.5, seed=1)])
+    text = compare(store)
+    runs_table = text.split("\n\n")[1].splitlines()
+    assert any(line.startswith("NaN ") and " nan " in line for line in runs_table)
+    assert "Not counted (failed, or no usable best val acc): lite0 + finetune seed 0 (best_val_acc is nan)." in text
+    assert "Best on imagefolder: lite0 + freeze, best val acc 0.910 ± " in text

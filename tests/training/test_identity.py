@@ -104,3 +104,12 @@ def test_file_names_that_are_not_utf8_have_an_id(tmp_path):
     root = make_image_folder(tmp_path / "d", n_train=1, n_val=1)
     (root / "train" / "ants" / "ants_0.png").rename(os.fsdecode(os.fsencode(root / "train" / "ants") + b"/caf\xe9.png"))
     assert identity.data_id(dataset(root)).startswith("d-")
+
+
+def test_a_run_logged_before_the_data_id_tag_gets_the_same_id_from_its_params(tmp_path):
+    root = make_image_folder(tmp_path / "pets", n_train=2, n_val=1)
+    params = {"dataset.name": "imagefolder", "dataset.root": "pets", "dataset.splits.val": "None",
+              "tl.cwd": str(tmp_path)}  # a relative root, resolved against the run's cwd
+    assert identity.data_id_from_params(params) == identity.data_id(dataset(root))
+    assert identity.data_id_from_params({**params, "dataset.root": "gone"}) is None
+    assert identity.data_id_from_params({"dataset.name": "imagefolder"}) is None

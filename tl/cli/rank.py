@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tl.analysis.agreement import agreement, kendall, spearman, sweep_agreement  # noqa: F401 (moved)
 from tl.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -303,82 +304,3 @@ def run(args: list[str], tracking_uri: str | None, top_k: int, strategies: list[
         return 1
     print(f"\nTrain the top {min(top_k, sum(s.logme is not None for s in scores))}:\n  {command}")
     return 0
-
-
-# --- does the ranking hold? (tl compare) -------------------------------------------------
-
-def spearman(xs: list[float], ys: list[float]) -> float:
-    from scipy.stats import spearmanr
-
-    return float(spearmanr(xs, ys).statistic)
-
-
-def agreement(rank_scores: dict[str, float], results: dict[str, float], what: str = "best val acc") -> str:
-    """One line: the Spearman correlation of the rank scores with the results, over the
-    backbones both have (keys as in `Score.key`)."""
-    common = sorted(set(rank_scores) & set(results))
-    if len(common) < 3:
-        return (f"{what}: {len(common)} backbone(s) both ranked and trained; a rank correlation needs at least 3")
-    xs, ys = [rank_scores[k] for k in common], [results[k] for k in common]
-    if len(set(xs)) == 1 or len(set(ys)) == 1:
-        return f"{what}: every backbone has the same {'score' if len(set(xs)) == 1 else 'result'}; no rank correlation"
-    return f"{what}: Spearman {spearman(xs, ys):+.2f} over {len(common)} backbones ({', '.join(common)})"
-
-
-def _run_key(run) -> str:
-    p, t = run.data.params, run.data.tags
-    scratch = str(p.get("model.pretrained", "True")).lower() in ("false", "0")
-    return t.get("tl.model", p.get("model.name", "?")) + (".scratch" if scratch else "")
-
-
-def _run_data_id(run) -> str | None:
-    """A run's `tl.data_id` tag, or (runs from before it existed) the same id worked out from its
-    logged dataset config, when that data is still where it was."""
-    if run.data.tags.get("tl.data_id"):
-        return run.data.tags["tl.data_id"]
-    from omegaconf import OmegaConf
-
-    ds = {k[len("dataset."):]: v for k, v in run.data.params.items() if k.startswith("dataset.")}
-    if "name" not in ds or "root" not in ds:
-        return None
-    root, cwd = ds["root"], run.data.tags.get("tl.cwd")
-    if cwd and not Path(root).expanduser().is_absolute():
-        ds["root"] = str(Path(cwd) / root)
-    try:
-        return data_id(OmegaConf.create(ds))
-    except Exception:  # unreadable folder: no id, no agreement line
-        return None
-
-
-def sweep_agreement(client, parent) -> str | None:
-    """For `tl compare`: whether a `tl rank` on the sweep's data predicted its results, per
-    strategy. None when no rank run matches."""
-    from tl.sweeps import sweep
-
-    runs = [r for r in sweep.children(client, sweep.Parent("", parent.info.experiment_id, parent.info.run_id))
-            if r.info.status == "FINISHED" and "best_val_acc" in r.data.metrics]
-    by_data: dict[str, list] = {}
-    for r in runs:
-        did = _run_data_id(r)
-        if did:
-            by_data.setdefault(did, []).append(r)
-    lines = []
-    for did, group in by_data.items():
-        found = client.search_runs([parent.info.experiment_id],
-                                   filter_string=f"tags.`tl.kind` = '{KIND}' and tags.`tl.data_id` = '{did}'",
-                                   order_by=["attributes.start_time DESC"], max_results=1)
-        if not found:
-            continue
-        rank_run = found[0]
-        logme = {k[len("logme."):]: v for k, v in rank_run.data.metrics.items() if k.startswith("logme.")}
-        knn = {k[len("knn_acc."):]: v for k, v in rank_run.data.metrics.items() if k.startswith("knn_acc.")}
-        lines.append(f"Does the ranking hold? tl rank run {rank_run.info.run_id} scored this data ({did}):")
-        for strategy in dict.fromkeys(r.data.tags.get("tl.strategy", "?") for r in group):
-            results: dict[str, float] = {}
-            for r in group:
-                if r.data.tags.get("tl.strategy") == strategy:
-                    k = _run_key(r)
-                    results[k] = max(results.get(k, -1.0), r.data.metrics["best_val_acc"])
-            lines.append("  " + agreement(logme, results, f"LogME vs {strategy} best val acc"))
-            lines.append("  " + agreement(knn, results, f"k-NN acc vs {strategy} best val acc"))
-    return "\n".join(lines) if lines else None

@@ -69,3 +69,11 @@ def find_sweep(client, experiment: str, which: str, uri: str):
 
 def history(client, run_id: str, key: str) -> list[tuple[int, float]]:
     return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+
+
+def children(client, experiment_id: str, parent_run_id: str) -> list:
+    """The runs of a sweep (children of its parent run), oldest first."""
+    return client.search_runs(
+        [experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+        max_results=10000, order_by=["attributes.start_time ASC"],
+    )

@@ -79,3 +79,24 @@ def weights(model_cfg, model=None) -> str:
 def tags(cfg, model=None, root: Path | None = None) -> dict[str, str]:
     return {"tl.data_id": data_id(cfg.dataset, root), "tl.pretrained": pretrained(cfg.model),
             "tl.weights": weights(cfg.model, model)}
+
+
+def data_id_from_params(params: dict) -> str | None:
+    """The `tl.data_id` of a run logged before the tag, worked out from its logged `dataset.*`
+    params (and tag tl.cwd for a relative root); None when the data is no longer readable."""
+    from omegaconf import OmegaConf
+
+    ds = {k[len("dataset."):]: v for k, v in params.items() if k.startswith("dataset.")}
+    if "name" not in ds or "root" not in ds:
+        return None
+    cwd = params.get("tl.cwd")
+    if cwd and not Path(ds["root"]).expanduser().is_absolute():
+        ds["root"] = str(Path(cwd) / ds["root"])
+    cfg = OmegaConf.create({k: v for k, v in ds.items() if "." not in k})
+    try:
+        root = resolve(cfg.root)
+        if not root.is_dir():  # a moved folder would hash as empty: no id, not a wrong one
+            return None
+        return data_id(cfg, root)
+    except Exception:  # unreadable folder: no id, no agreement line
+        return None
