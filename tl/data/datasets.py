@@ -127,12 +127,13 @@ def _image_dataset(samples, transform, side: int, cache_bytes: int):
 def _folder_splits(cfg, root: Path, data: DataConfig, cache_mb: float, cache_scale: float) -> Splits:
     seed = int(cfg.get("split_seed", 0))
     found = layout.find(root, cfg.get("splits"))
+    layout.note_set_aside(found)
     classes, samples, skipped, how = layout.collect(found, cfg.get("val_fraction"), cfg.get("test_fraction"), seed)
     train = _limit(samples["train"], cfg.get("limit_per_class"), seed)
     val = _limit(samples["val"], cfg.get("limit_per_class"), seed + 1)
     test = _limit(samples["test"], cfg.get("limit_per_class"), seed + 2)
     _check_classes(classes, train, val, root)
-    summary = layout.summary(classes, {"train": train, "val": val, "test": test}, how, root)
+    summary = layout.summary(classes, {"train": train, "val": val, "test": test}, how, root, found.set_aside)
     log.info("%s", layout.line(summary))  # before decoding: a wrong layout shows at once
     # Train images keep room for random resized crops; val needs exactly the resize size.
     budget = int(cache_mb * 2**20)
