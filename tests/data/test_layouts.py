@@ -332,5 +332,6 @@ def test_an_errors_suggested_fix_works_and_never_trains_on_test(tmp_path, make):
         s = build(root, fix)
     else:
         s = build(fix.split("=", 1)[1])
-    for name in ("train", "val"):
-        assert not any(layout.split_of(part) == "test" for f in folders(s)[name] for part in f.split("/")), folders(s)
+    for ds in (s.train, s.val):  # judged from the root the user first gave
+        parts = {part for p, _ in ds.samples for part in p.relative_to(root).parts[:-1]}
+        assert not [part for part in parts if layout.split_of(part) == "test"], parts
