@@ -8,6 +8,7 @@ import struct
 import zlib
 
 import numpy as np
+import torch
 import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
@@ -227,3 +228,101 @@ def test_data_findings_are_logged_with_the_run(fast_overrides, tiny_data, store)
     assert {"skipped_files.txt", "train_val_duplicates.txt"} <= artifacts
     text = open(client.download_artifacts(run.info.run_id, "skipped_files.txt"), encoding="utf-8").read()
     assert "broken_caf\\xe9.jpg\tbroken symlink" in text
+
+
+def test_duplicates_across_val_and_test_are_counted_and_listed(tmp_path, caplog):
+    root = make_image_folder(tmp_path / "d")
+    make_image_folder(tmp_path / "t", n_train=3, n_val=0, seed=5)
+    os.rename(tmp_path / "t" / "train", root / "test")
+    (root / "test" / "bees" / "twin.png").write_bytes((root / "val" / "bees" / "bees_0.png").read_bytes())
+    with caplog.at_level(logging.WARNING):
+        report = checks.check(splits(root))
+    assert (report.metrics["val_test_duplicates"], report.metrics["train_test_duplicates"]) == (1, 0)
+    assert report.files["val_test_duplicates.txt"].startswith(f"{root / 'test' / 'bees' / 'twin.png'}\t")
+    assert "1 test image(s) are byte-identical to val images (val/test leakage" in caplog.text
+
+
+def sideways_jpeg(path, orientation=6) -> np.ndarray:
+    """A 32x16 photo stored sideways, as phones store them: EXIF says rotate it for display.
+    Returns the pixels as they are meant to be seen."""
+    rng = np.random.default_rng(0)
+    stored = np.zeros((16, 32, 3), dtype=np.uint8)
+    stored[:, :16] = (250, 10, 10)  # left half red, right half blue: rotation shows
+    stored[:, 16:] = (10, 10, 250)
+    stored = np.clip(stored.astype(int) + rng.integers(-3, 3, stored.shape), 0, 255).astype(np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(stored).save(path, quality=95, exif=exif.tobytes())
+    from PIL import ImageOps
+
+    with Image.open(path) as im:
+        return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+
+
+def test_exif_orientation_is_applied_when_streaming_and_when_decoding_once(tmp_path):
+    from tl.data import decoded
+
+    want = sideways_jpeg(tmp_path / "phone.jpg")
+    assert want.shape == (32, 16, 3)
+    assert np.array_equal(np.asarray(load_rgb(tmp_path / "phone.jpg")), want)
+    assert np.array_equal(decoded.decode(tmp_path / "phone.jpg", 64).permute(1, 2, 0).numpy(), want)
+
+
+def test_exif_orientation_reaches_the_images_a_run_trains_on(tmp_path):
+    root = make_image_folder(tmp_path / "d")
+    sideways_jpeg(root / "train" / "ants" / "phone.jpg", orientation=8)
+    cfg = compose_cfg("dataset=imagefolder", f"dataset.root={root}")
+    for cache_mb in (0, 64):  # streamed from disk; decoded once into memory
+        s = datasets.build_splits(cfg.dataset, DataConfig(16, 16, (0, 0, 0), (1, 1, 1), "bilinear"), cache_mb)
+        i = [p.name for p, _ in s.train.samples].index("phone.jpg")
+        s.train.transform = datasets.val_transform(DataConfig(16, 16, (0, 0, 0), (1, 1, 1), "bilinear"))
+        x = s.train[i][0].as_subclass(torch.Tensor).float()
+        # Stored left red / right blue; turned 90 degrees it is red at the bottom, blue on top.
+        top, bottom = x[:, :4].mean(dim=(1, 2)), x[:, -4:].mean(dim=(1, 2))
+        assert top[2] > 200 and bottom[0] > 200, (cache_mb, top, bottom)
+
+
+def test_jpegs_with_corrupted_bytes_mid_file_are_skipped_and_named(tmp_path, caplog):
+    root = make_image_folder(tmp_path / "d")
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(
+        tmp_path / "whole.jpg", quality=90)
+    data = bytearray((tmp_path / "whole.jpg").read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 32] = np.random.default_rng(0).integers(0, 255, 32, dtype=np.uint8).tobytes()
+    (root / "train" / "bees" / "damaged.jpg").write_bytes(bytes(data))
+    with Image.open(root / "train" / "bees" / "damaged.jpg") as im:
+        im.load()  # PIL decodes it without a word
+    with caplog.at_level(logging.WARNING):
+        s = splits(root)
+    assert skipped(s)["damaged.jpg"].startswith("corrupt JPEG data (")
+    assert len(s.train) == 16 and "damaged.jpg" in caplog.text
+
+
+@pytest.mark.parametrize("ext", [".jfif", ".jpe", ".JPEG", ".tif", ".webp", ".bmp"])
+def test_every_common_image_extension_is_read(tmp_path, ext):
+    root = make_image_folder(tmp_path / "d")
+    fmt = {".jfif": "JPEG", ".jpe": "JPEG", ".JPEG": "JPEG", ".tif": "TIFF", ".webp": "WEBP", ".bmp": "BMP"}[ext]
+    Image.new("RGB", (8, 8), (200, 0, 0)).save(root / "train" / "ants" / f"extra{ext}", format=fmt)
+    s = splits(root)
+    assert not s.skipped and f"extra{ext}" in [p.name for p, _ in s.train.samples]
+
+
+@pytest.mark.parametrize("name,make,rgb", [
+    ("bilevel.png", lambda p: Image.new("1", (4, 4), 1).save(p), (255, 255, 255)),
+    ("gray_alpha.png", lambda p: Image.new("LA", (4, 4), (90, 200)).save(p), (90, 90, 90)),
+    ("palette_transparent.png", lambda p: _transparent_palette(p), (0, 0, 255)),
+    ("gray16.tif", lambda p: Image.fromarray(np.full((4, 4), 0x8080, dtype=np.uint16)).save(p), (128, 128, 128)),
+    ("cmyk.tif", lambda p: Image.new("CMYK", (4, 4), (255, 0, 255, 0)).save(p), (0, 255, 0)),
+])
+def test_more_image_modes_load_as_8_bit_rgb(tmp_path, name, make, rgb):
+    path = tmp_path / name
+    make(path)
+    im = load_rgb(path)
+    assert im.mode == "RGB"
+    assert np.allclose(np.asarray(im)[1, 1], rgb, atol=2), np.asarray(im)[1, 1]
+
+
+def _transparent_palette(path):
+    im = Image.new("P", (4, 4), 1)
+    im.putpalette([255, 0, 0, 0, 0, 255] + [0] * 762)
+    im.save(path, transparency=0)

@@ -207,3 +207,131 @@ def test_hymenoptera_reads_its_layout_the_same_way(tmp_path):
     cfg = compose_cfg("dataset=hymenoptera", f"dataset.root={root}")
     s = datasets.build_splits(cfg.dataset, DATA)
     assert folders(s)["val"] == {"val/ants", "val/bees"} and s.test is None
+
+
+def flat_images(folder, n=3):
+    """Images directly in `folder`, no class folders: an unlabelled set (Kaggle's test/)."""
+    src = make_image_folder(folder.parent / f".src_{folder.name}", classes=("x",), n_train=n, n_val=0, layout="flat")
+    shutil.copytree(src / "x", folder)
+    shutil.rmtree(src)
+
+
+@pytest.mark.parametrize("names", [["seg_train", "seg_test"], ["training_set", "test_set"],
+                                   ["train_data", "validation_data"], ["Train-Images", "Test-Images"],
+                                   ["training set", "validation set"]])
+def test_split_names_are_recognised_as_words_of_a_folder_name(tmp_path, names):
+    s = build(with_splits(tmp_path, names))
+    tr, other = names
+    assert s.classes == ["ants", "bees"]
+    assert folders(s)["train"] == {f"{tr}/ants", f"{tr}/bees"}
+    assert {f"{other}/ants", f"{other}/bees"} in (folders(s)["val"], folders(s)["test"])
+
+
+def test_the_intel_scene_layout_trains_on_seg_train_tests_on_seg_test_and_sets_seg_pred_aside(tmp_path, caplog):
+    import logging
+
+    root = with_splits(tmp_path, ["seg_train", "seg_test"])
+    flat_images(root / "seg_pred")
+    with caplog.at_level(logging.WARNING):
+        s = build(root)
+    assert s.classes == ["ants", "bees"]
+    assert folders(s) == {"train": {"seg_train/ants", "seg_train/bees"}, "val": {"seg_train/ants", "seg_train/bees"},
+                          "test": {"seg_test/ants", "seg_test/bees"}}
+    assert s.layout["set_aside"] == ["seg_pred/"] and layout.line(s.layout).endswith("| set aside: seg_pred/")
+    assert "not using seg_pred/" in caplog.text and "without class folders (unlabelled)" in caplog.text
+
+
+def test_split_folders_unpacked_inside_a_folder_of_the_same_name_are_found(tmp_path):
+    src = with_splits(tmp_path, ["seg_train", "seg_test"])
+    root = tmp_path / "intel"
+    for name in ("seg_train", "seg_test"):
+        shutil.copytree(src / name, root / name / name)
+    flat_images(root / "seg_pred" / "seg_pred")
+    s = build(root)
+    assert folders(s)["test"] == {"seg_test/seg_test/ants", "seg_test/seg_test/bees"}
+    assert s.layout["set_aside"] == ["seg_pred/seg_pred/"]
+
+
+def test_an_unlabelled_flat_test_folder_beside_train_is_set_aside_not_an_error(tmp_path):
+    root = with_splits(tmp_path, ["train"])
+    flat_images(root / "test")
+    s = build(root)
+    assert s.test is None and s.layout["set_aside"] == ["test/"]
+    assert folders(s)["train"] == {"train/ants", "train/bees"}
+
+
+def test_windows_and_text_files_in_split_folders_decide_nothing(tmp_path):
+    root = with_splits(tmp_path, ["training_set", "test_set"])
+    for name in ("training_set", "test_set"):
+        (root / name / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")
+        (root / name / "desktop.ini").write_text("[.ShellClassInfo]")
+        (root / name / "labels.csv").write_text("file,label\n")
+    s = build(root)
+    assert s.classes == ["ants", "bees"] and folders(s)["test"] == {"test_set/ants", "test_set/bees"}
+
+
+def test_a_stray_file_does_not_hide_a_nesting_mistake(tmp_path):
+    root = with_splits(tmp_path, ["batch_a", "batch_b"])
+    for name in ("batch_a", "batch_b"):
+        (root / name / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")
+        (root / name / "README.txt").write_text("photos")
+    with pytest.raises(DataError, match=r"class folder batch_a/ .* holds only folders \(ants/, bees/\)"):
+        build(root)
+
+
+def test_a_class_whose_name_contains_a_split_word_stays_a_class(tmp_path):
+    src = make_image_folder(tmp_path / "src", classes=("test_tube", "beaker"), n_train=5, n_val=5, layout="flat")
+    s = build(src)
+    assert s.classes == ["beaker", "test_tube"] and s.test is None
+
+
+def test_a_folder_named_like_an_explicitly_named_split_is_set_aside(tmp_path):
+    s = build(with_splits(tmp_path, ["train", "val", "validation"]), "dataset.splits.val=validation")
+    assert folders(s)["val"] == {"validation/ants", "validation/bees"} and s.layout["set_aside"] == ["val/"]
+
+
+def _suggested(message: str) -> list[str]:
+    """The `dataset.*=VALUE` overrides an error suggests, as overrides."""
+    import re
+
+    return re.findall(r"(dataset\.(?:root|splits\.\w+)=[^\s,;()]+)", message)
+
+
+def _nested_in_test(tmp_path):
+    root = with_splits(tmp_path, ["train"])
+    src = make_image_folder(tmp_path / "t", n_train=3, n_val=0)
+    shutil.copytree(src / "train", root / "test" / "images")
+    return root
+
+
+def _one_too_high(tmp_path):
+    with_splits(tmp_path, ["train", "test"])
+    (tmp_path / "outer").mkdir()
+    (tmp_path / "d").rename(tmp_path / "outer" / "pets")
+    return tmp_path / "outer"
+
+
+def _classes_one_too_deep(tmp_path):
+    make_image_folder(tmp_path / "flat", layout="flat")
+    (tmp_path / "outer").mkdir()
+    (tmp_path / "flat").rename(tmp_path / "outer" / "photos")
+    return tmp_path / "outer"
+
+
+@pytest.mark.parametrize("make", [_nested_in_test, _one_too_high, _classes_one_too_deep,
+                                  lambda p: with_splits(p, ["train", "val", "validation"])])
+def test_an_errors_suggested_fix_works_and_never_trains_on_test(tmp_path, make):
+    root = make(tmp_path)
+    with pytest.raises(DataError) as e:
+        build(root)
+    fixes = _suggested(str(e.value))
+    assert fixes, str(e.value)
+    fix = fixes[0]
+    if fix.startswith("dataset.splits."):
+        fix = fix.replace("=FOLDER", "=validation")
+        s = build(root, fix)
+    else:
+        s = build(fix.split("=", 1)[1])
+    for ds in (s.train, s.val):  # judged from the root the user first gave
+        parts = {part for p, _ in ds.samples for part in p.relative_to(root).parts[:-1]}
+        assert not [part for part in parts if layout.split_of(part) == "test"], parts

@@ -65,24 +65,33 @@ def check(splits) -> Report:
                     "them. Add val images of them (or, with a single folder tree, more images per class)",
                     len(missing), [display(c) for c in missing])
 
-    train_files = [p for p, _ in getattr(splits.train, "samples", [])]
+    train_files = _files(splits.train)
     if train_files:
-        _leakage(report, train_files, splits.val, "val")
+        _leakage(report, train_files, splits.val, "train", "val", "val accuracy reads high")
         # Leakage into test inflates the one number meant to be unbiased.
         if getattr(splits, "test", None) is not None:
-            _leakage(report, train_files, splits.test, "test")
+            _leakage(report, train_files, splits.test, "train", "test", "test accuracy reads high")
+    val_files = _files(splits.val)
+    if val_files and getattr(splits, "test", None) is not None:
+        # The epoch chosen on val is then partly chosen on test images.
+        _leakage(report, val_files, splits.test, "val", "test", "the epoch is chosen partly on test images")
     return report
 
 
-def _leakage(report: Report, train_files: list, split, name: str) -> None:
-    """Files of `split` byte-identical to training files: counted, listed and warned about."""
-    files = [p for p, _ in getattr(split, "samples", [])]
+def _files(split) -> list:
+    return [p for p, _ in getattr(split, "samples", [])]
+
+
+def _leakage(report: Report, reference: list, split, ref: str, name: str, effect: str) -> None:
+    """Files of `split` byte-identical to files of the `ref` split: counted, listed and warned about."""
+    files = _files(split)
     if not files:
         return
-    pairs = train_val_duplicates(train_files, files)
-    report.metrics[f"train_{name}_duplicates"] = len(pairs)
+    pairs = train_val_duplicates(reference, files)
+    key = f"{ref}_{name}_duplicates"
+    report.metrics[key] = len(pairs)
     if pairs:
-        report.files[f"train_{name}_duplicates.txt"] = "".join(f"{display(v)}\t{display(t)}\n" for v, t in pairs)
-        log.warning("%d %s image(s) are byte-identical to train images (train/%s leakage: %s accuracy reads "
-                    "high), e.g. %s = %s; all are listed in the run's train_%s_duplicates.txt. Remove them "
-                    "from one split", len(pairs), name, name, name, display(pairs[0][0]), display(pairs[0][1]), name)
+        report.files[f"{key}.txt"] = "".join(f"{display(v)}\t{display(t)}\n" for v, t in pairs)
+        log.warning("%d %s image(s) are byte-identical to %s images (%s/%s leakage: %s), e.g. %s = %s; all "
+                    "are listed in the run's %s.txt. Remove them from one split", len(pairs), name, ref, ref,
+                    name, effect, display(pairs[0][0]), display(pairs[0][1]), key)

@@ -127,12 +127,13 @@ def _image_dataset(samples, transform, side: int, cache_bytes: int):
 def _folder_splits(cfg, root: Path, data: DataConfig, cache_mb: float, cache_scale: float) -> Splits:
     seed = int(cfg.get("split_seed", 0))
     found = layout.find(root, cfg.get("splits"))
+    layout.note_set_aside(found)
     classes, samples, skipped, how = layout.collect(found, cfg.get("val_fraction"), cfg.get("test_fraction"), seed)
     train = _limit(samples["train"], cfg.get("limit_per_class"), seed)
     val = _limit(samples["val"], cfg.get("limit_per_class"), seed + 1)
     test = _limit(samples["test"], cfg.get("limit_per_class"), seed + 2)
     _check_classes(classes, train, val, root)
-    summary = layout.summary(classes, {"train": train, "val": val, "test": test}, how, root)
+    summary = layout.summary(classes, {"train": train, "val": val, "test": test}, how, root, found.set_aside)
     log.info("%s", layout.line(summary))  # before decoding: a wrong layout shows at once
     # Train images keep room for random resized crops; val needs exactly the resize size.
     budget = int(cache_mb * 2**20)
@@ -163,19 +164,26 @@ def _cifar_splits(cfg, root: Path, data: DataConfig) -> Splits:
                   ArrayImages(vx, vy, val_transform(data)), layout=summary)
 
 
-def build_splits(cfg, data: DataConfig, cache_mb: float = 0, cache_scale: float = 1.5) -> Splits:
-    """Train/val datasets of uint8 images. `cache_mb` > 0 decodes image files once into memory."""
+def materialise(cfg) -> Path:
+    """The dataset's root once its files are on disk: `digits` written out and `hymenoptera`
+    downloaded on first use (CIFAR-10 downloads as it is read)."""
     if cfg.name not in DATASETS:
         raise not_one_of("dataset.name", cfg.name, DATASETS)
     if cfg.get("root") in (None, "", "???"):
         raise ConfigError(f"dataset.root is not set: dataset={cfg.name} needs dataset.root=PATH")
     root = resolve(cfg.root)
+    if cfg.name == "hymenoptera":
+        return sources.ensure_hymenoptera(cfg, root)
+    if cfg.name == "digits":
+        return sources.ensure_digits(root, int(cfg.image_size))
+    return root
+
+
+def build_splits(cfg, data: DataConfig, cache_mb: float = 0, cache_scale: float = 1.5) -> Splits:
+    """Train/val datasets of uint8 images. `cache_mb` > 0 decodes image files once into memory."""
+    root = materialise(cfg)
     if cfg.name == "cifar10":
         return _cifar_splits(cfg, root, data)
-    if cfg.name == "hymenoptera":
-        root = sources.ensure_hymenoptera(cfg, root)
-    elif cfg.name == "digits":
-        root = sources.ensure_digits(root, int(cfg.image_size))
     return _folder_splits(cfg, root, data, cache_mb, cache_scale)
 
 

@@ -1,26 +1,34 @@
 """Find the images of a class-folder tree, set aside the ones that cannot be read, and load
-the rest as 8-bit RGB whatever their mode.
+the rest upright (EXIF orientation applied) as 8-bit RGB whatever their mode.
 
 Every candidate is opened and decoded before training starts, so a corrupt file is reported
-once, up front, rather than crashing a DataLoader worker at epoch 7.
+once, up front, rather than crashing a DataLoader worker at epoch 7, or training on the
+garbage a JPEG with damaged bytes decodes to.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
+import tempfile
+import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from tl.errors import DataError
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff",
+                    ".webp", ".gif")
+# Files operating systems leave in folders: metadata, never data, so never a finding.
+OS_FILES = ("thumbs.db", "ehthumbs.db", "desktop.ini")
+ORIENTATION = 0x0112  # the EXIF tag phone cameras set instead of rotating the pixels
 WIDE_GRAY = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # 16-bit grayscale (PNG, TIFF)
 
 
@@ -38,10 +46,27 @@ def display(path) -> str:
 
 
 def is_hidden(name: str) -> bool:
-    return name.startswith(".")  # .DS_Store, macOS ._* resource forks, .ipynb_checkpoints
+    """Hidden (.DS_Store, macOS ._* resource forks, .ipynb_checkpoints) or Windows' metadata
+    (Thumbs.db, desktop.ini): ignored everywhere, silently."""
+    return name.startswith(".") or name.lower() in OS_FILES
+
+
+def is_image_name(name: str) -> bool:
+    return name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def upright(im: Image.Image) -> Image.Image:
+    """The image as it is meant to be seen: a phone photo stored sideways with an EXIF
+    Orientation tag is rotated (PIL's `ImageOps.exif_transpose`)."""
+    try:
+        orientation = im.getexif().get(ORIENTATION, 1)
+    except Exception:  # an unreadable EXIF block says nothing about orientation
+        return im
+    return ImageOps.exif_transpose(im) if orientation not in (1, None) else im
 
 
 def to_rgb(im: Image.Image) -> Image.Image:
+    im = upright(im)
     if im.mode in WIDE_GRAY:
         # PIL's own conversion clips 16-bit values at 255, which turns most pixels white.
         wide = np.clip(np.asarray(im, dtype=np.float64), 0, 65535) / 257.0
@@ -90,12 +115,52 @@ def check_image(path: Path) -> str | None:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:
+                jpeg = im.format == "JPEG"
                 im.draft("RGB", (64, 64))  # JPEG decodes at reduced scale: a full check, faster
                 to_rgb(im)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         return f"larger than PIL's decompression-bomb limit (Image.MAX_IMAGE_PIXELS): {e}"
     except Exception as e:  # PIL raises many types for bad files
         return f"{type(e).__name__}: {e}"
+    return jpeg_damage(path) if jpeg else None
+
+
+_STDERR = threading.Lock()
+
+
+def jpeg_damage(path: Path) -> str | None:
+    """libjpeg's own verdict on a JPEG's compressed data, or None when it has none.
+
+    PIL silences libjpeg's warnings, so damaged bytes mid-file decode to garbage without a
+    word. torchvision's libjpeg reports them ("Corrupt JPEG data: ...") on the process's
+    stderr only: that stream is caught for the one decode and the report read from it."""
+    import torch
+    from torchvision.io import decode_jpeg
+
+    data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
+    with _STDERR, tempfile.TemporaryFile() as caught, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torchvision's deprecation notice for its decoders
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(caught.fileno(), 2)
+        try:
+            decode_jpeg(data)
+            failed = None
+        except RuntimeError as e:
+            failed = str(e).splitlines()[-1].strip()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        caught.seek(0)
+        lines = caught.read().decode("utf-8", "replace").splitlines()
+    damage = [x for x in lines if x.startswith("Corrupt JPEG data")]
+    rest = [x for x in lines if x not in damage]
+    if rest:  # not ours to swallow
+        print("\n".join(rest), file=sys.stderr)
+    if damage:
+        return f"corrupt JPEG data ({damage[0].split(':', 1)[1].strip()})"
+    if failed:
+        return f"corrupt JPEG data ({failed})"
     return None
 
 
@@ -125,7 +190,7 @@ def scan(root: Path, classes: list[str] | None = None) -> Scan:
                 if is_hidden(name):
                     continue
                 path = Path(dirpath) / name
-                if not name.lower().endswith(IMAGE_EXTENSIONS):
+                if not is_image_name(name):
                     skipped.append((path, f"not an image file extension ({Path(name).suffix or 'none'})"))
                     continue
                 why = check_image(path)

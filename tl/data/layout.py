@@ -16,15 +16,19 @@ Carving is stratified and seeded: per class, a fixed fraction, the same files ev
 
 from __future__ import annotations
 
+import logging
 import os
 import random
+import re
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tl.data import imagefiles
-from tl.data.imagefiles import display, is_hidden
+from tl.data.imagefiles import display, is_hidden, is_image_name
 from tl.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 NAMES = {
@@ -32,6 +36,8 @@ NAMES = {
     "val": ("val", "valid", "validation", "dev"),
     "test": ("test", "testing"),
 }
+# Words in the names of folders of images without labels, set aside beside a train folder.
+UNLABELLED = ("pred", "predict", "prediction", "predictions", "unlabeled", "unlabelled", "inference")
 MAX_CLASSES_SHOWN = 10
 
 
@@ -42,6 +48,7 @@ class Layout:
 
     root: Path
     folders: dict[str, Path | None]
+    set_aside: list[Path] = field(default_factory=list)  # folders not used: unlabelled, or look-alikes
 
     @property
     def tree(self) -> bool:
@@ -54,14 +61,55 @@ class Layout:
         return self.folders["train"] or self.root
 
 
+def _tokens(name: str) -> list[str]:
+    return [t for t in re.split(r"[_\- .]+", name.lower()) if t]
+
+
 def split_of(name: str) -> str | None:
-    """The split a folder's name says it is, if any."""
+    """The split a folder's name says it is, if any: the whole name (`Validation`) or one of
+    its words (`seg_train`, `training_set`, `Train-Images`, `validation data`). A name with
+    words of two splits (`train_test`) says none."""
     low = name.lower()
-    return next((s for s, names in NAMES.items() if low in names), None)
+    exact = next((s for s, names in NAMES.items() if low in names), None)
+    if exact is not None:
+        return exact
+    words = set(_tokens(name))
+    found = {s for s, names in NAMES.items() if words & set(names)}
+    return found.pop() if len(found) == 1 else None
+
+
+def _unlabelled_name(name: str) -> bool:
+    """Names datasets give their folders of images without labels (`seg_pred`, `test`)."""
+    return split_of(name) is not None or bool(set(_tokens(name)) & set(UNLABELLED))
 
 
 def _subfolders(folder: Path) -> list[str]:
     return sorted(e.name for e in os.scandir(folder) if not is_hidden(e.name) and e.is_dir())
+
+
+def _kind(folder: Path) -> str:
+    """"images" when `folder` holds image files itself, else "folders" when it holds folders,
+    else "empty". Other files (Thumbs.db, README.txt, labels.csv) decide nothing."""
+    has_dirs = False
+    for e in os.scandir(folder):
+        if is_hidden(e.name):
+            continue
+        if e.is_dir():
+            has_dirs = True
+        elif is_image_name(e.name):
+            return "images"
+    return "folders" if has_dirs else "empty"
+
+
+def _unwrap(folder: Path) -> Path:
+    """`seg_train/seg_train/<classes>` (how archives often unpack): the inner folder, when it
+    is the only content of one of the same name."""
+    while _kind(folder) == "folders":
+        inner = _subfolders(folder)
+        if len(inner) != 1 or inner[0].lower() != folder.name.lower():
+            break
+        folder = folder / inner[0]
+    return folder
 
 
 def _names(folders) -> str:
@@ -91,34 +139,60 @@ def _explicit(root: Path, splits) -> dict[str, Path]:
     return named
 
 
+def _by_name(root: Path, top: list[str], named: dict, claimed: set):
+    """Split folders found by name: ({split: [folders]}, folders set aside). A name that is
+    only one of a folder's words (`test_tube`) is a split only when the folder holds folders:
+    a folder of images with such a name is a class. Folders holding images directly with a
+    split's or a prediction set's name are candidates to set aside (unlabelled)."""
+    by_name: dict[str, list[Path]] = defaultdict(list)
+    flat, aside = [], []
+    for name in top:
+        if name in claimed:
+            continue
+        folder = _unwrap(root / name)
+        kind = _kind(folder)
+        s = split_of(name)
+        if kind == "images" and _unlabelled_name(name):
+            flat.append(folder)
+        if s is None or (kind != "folders" and name.lower() not in NAMES[s]):
+            continue
+        if s in named:  # the user named this split's folder: a look-alike is not used
+            aside.append(folder)
+        else:
+            by_name[s].append(folder)
+    return by_name, flat, aside
+
+
 def find(root: Path, splits=None) -> Layout:
     """The layout of `root`. `splits` maps split -> folder name (relative to root) for the
-    splits named explicitly (`dataset.splits`); the others are found by name."""
+    splits named explicitly (`dataset.splits`); the others are found by name. Beside a train
+    folder, folders of images without class folders (Kaggle's `test/`, Intel's `seg_pred/`)
+    are set aside, unlabelled, and so are folders that look like a split named explicitly."""
     if not root.is_dir():
         raise DataError(f"dataset folder {display(root)!r} does not exist: point dataset.root at a "
                         "folder of split or class folders")
     named = _explicit(root, splits)
     top = _subfolders(root)
     claimed = {_top(f, root) for f in named.values()}
-    by_name: dict[str, list[str]] = defaultdict(list)
-    for name in top:
-        s = split_of(name)
-        if s is not None and s not in named and name not in claimed:
-            by_name[s].append(name)
+    by_name, flat, aside = _by_name(root, top, named, claimed)
+    if "train" in named or [f for f in by_name.get("train", []) if f not in flat]:
+        aside += flat
+        by_name = {s: [f for f in found if f not in flat] for s, found in by_name.items()}
     for s, found in by_name.items():
         if len(found) > 1:
             raise DataError(
                 f"{display(root)!r} has {len(found)} folders that look like the {s} split: "
-                f"{_names(found)}. Keep one (move the others out of {display(root)}), or name it "
-                f"with dataset.splits.{s}=FOLDER")
-    folders = {s: named.get(s) or (root / by_name[s][0] if by_name.get(s) else None) for s in SPLITS}
+                f"{_names(f.relative_to(root) for f in found)}. Keep one (move the others out of "
+                f"{display(root)}), or name it with dataset.splits.{s}=FOLDER (the others are then "
+                "set aside)")
+    folders = {s: named.get(s) or (by_name[s][0] if by_name.get(s) else None) for s in SPLITS}
+    aside_top = {_top(f, root) for f in aside}
     used = [f for f in folders.values() if f is not None]
     if not used:
-        layout = Layout(root, folders)
         check_class_folders(root, root)
-        return layout
+        return Layout(root, folders, aside)
     used_top = {_top(f, root) for f in used} - {None}
-    others = [n for n in top if n not in used_top]
+    others = [n for n in top if n not in used_top and n not in aside_top]
     if others:
         raise DataError(
             f"the top level of {display(root)!r} mixes split folders ({_names(sorted(used_top))}) with "
@@ -128,36 +202,37 @@ def find(root: Path, splits=None) -> Layout:
             "otherwise move them out of dataset.root")
     if folders["train"] is None:
         raise DataError(
-            f"{display(root)!r} has split folder(s) {_names(f.name for f in used)} but no train folder. "
-            f"Name it train/ (or training/), or set dataset.splits.train=FOLDER")
-    for f in used:
-        check_class_folders(f, root)
-    return Layout(root, folders)
+            f"{display(root)!r} has split folder(s) {_names(f.relative_to(root) for f in used)} but no "
+            "train folder. Name it train/ (or training/), or set dataset.splits.train=FOLDER")
+    for s, f in folders.items():
+        if f is not None:
+            check_class_folders(f, root, s)
+    return Layout(root, folders, aside)
 
 
-def check_class_folders(folder: Path, root: Path) -> None:
-    """A class folder that holds folders and no files is a nesting mistake: the classes (or
-    the splits) are one level further down."""
+def check_class_folders(folder: Path, root: Path, split: str | None = None) -> None:
+    """A class folder that holds folders and no images is a nesting mistake: the classes (or
+    the splits) are one level further down. The fix suggested never points `dataset.root`
+    into a val or test split: training there would train on the images meant to judge it."""
     for cls in _subfolders(folder):
         path = folder / cls
-        has_file, inner = False, []
-        for e in os.scandir(path):
-            if is_hidden(e.name):
-                continue
-            if e.is_dir():
-                inner.append(e.name)
-            else:
-                has_file = True
-                break
-        if has_file or not inner:
+        if _kind(path) != "folders":
             continue
-        inner.sort()
-        hint = (f"set dataset.root={display(path)}" if any(split_of(n) for n in inner)
-                else f"if {_names(inner[:5])} are the classes, set dataset.root={display(path)} "
-                     f"(or move them up one level); if they are parts of class {display(cls)!r}, "
-                     "put its images directly in it")
+        inner = _subfolders(path)
+        rel = display(path.relative_to(root))
+        if split is None:
+            hint = (f"set dataset.root={display(path)}" if any(split_of(n) for n in inner)
+                    else f"if {_names(inner[:5])} are the classes, set dataset.root={display(path)} "
+                         f"(or move them up one level); if they are parts of class {display(cls)!r}, "
+                         "put its images directly in it")
+        elif split == "train" and any(split_of(n) for n in inner):
+            hint = f"set dataset.root={display(path)}"
+        else:
+            hint = (f"if {_names(inner[:5])} are the {split} split's classes, set dataset.splits.{split}={rel} "
+                    f"(or move them up one level); if they are parts of class {display(cls)!r}, "
+                    "put its images directly in it")
         raise DataError(
-            f"class folder {display(path.relative_to(root))}/ under {display(root)!r} holds only "
+            f"class folder {rel}/ under {display(root)!r} holds only "
             f"folders ({_names(inner[:5])}{' ...' if len(inner) > 5 else ''}) and no images: a nesting "
             f"mistake? {hint}")
 
@@ -245,9 +320,13 @@ def collect(layout: Layout, val_fraction, test_fraction, seed: int):
     return classes, samples, skipped, how
 
 
-def summary(classes: list[str], samples: dict[str, list], how: dict[str, str | None], root: Path) -> dict:
-    """What `layout.json` holds: per split, where it came from and its images per class."""
+def summary(classes: list[str], samples: dict[str, list], how: dict[str, str | None], root: Path,
+            set_aside=()) -> dict:
+    """What `layout.json` holds: per split, where it came from and its images per class; and
+    the folders set aside, unused."""
     out = {"root": display(root), "classes": [display(c) for c in classes], "splits": {}}
+    if set_aside:
+        out["set_aside"] = [f"{display(f.relative_to(root))}/" for f in set_aside]
     for s in SPLITS:
         items = samples.get(s) or []
         if how.get(s) is None and not items:
@@ -274,4 +353,15 @@ def line(summary: dict) -> str:
         if len(per) > MAX_CLASSES_SHOWN:
             shown += f", ... {len(per) - MAX_CLASSES_SHOWN} more classes"
         parts.append(f"{s}={d['from']} {d['images']} ({shown})")
+    if summary.get("set_aside"):
+        parts.append(f"set aside: {' '.join(summary['set_aside'])}")
     return "layout: " + " | ".join(parts)
+
+
+def note_set_aside(found: Layout) -> None:
+    """Say which folders are not used, and why, before anything trains."""
+    if found.set_aside:
+        log.warning("not using %s under %s: folder(s) of images without class folders (unlabelled), "
+                    "or a look-alike of a split named in dataset.splits. Their images are neither "
+                    "trained on nor evaluated", _names(f.relative_to(found.root) for f in found.set_aside),
+                    display(found.root))

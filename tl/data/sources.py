@@ -1,8 +1,14 @@
 """Where each dataset's files come from: an existing folder, a verified download, or a
-bundled dataset written out once."""
+bundled dataset written out once.
+
+A first use writes into a temp folder beside the target and renames it once, holding an
+exclusive lock on a file beside the target: the jobs of a parallel sweep that all start on a
+missing dataset wait for the first, then use its folder; none removes a folder another reads.
+"""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import os
@@ -10,6 +16,7 @@ import shutil
 import tempfile
 import urllib.request
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from tl.data import imagefiles
@@ -31,12 +38,39 @@ def tree_sha256(root: Path) -> str:
     return _tree_digest(root, os.walk(root), lambda p: hashlib.sha256(p.read_bytes()).hexdigest())
 
 
-def _size_and_mtime(p: Path) -> str:
+def _stat_identity(p: Path) -> str:
+    """Size, mtime, ctime and inode: any write changes ctime, and no tool can set it back
+    (an edit that restores size and mtime still shows)."""
     try:
         st = p.stat()
     except OSError:  # a broken symlink is part of the identity too
         return "broken"
-    return f"{st.st_size}\t{st.st_mtime_ns}"
+    return f"{st.st_size}\t{st.st_mtime_ns}\t{st.st_ctime_ns}\t{st.st_ino}"
+
+
+@contextmanager
+def first_use_lock(target: Path):
+    """Hold an exclusive lock on `.<target name>.lock` beside `target` (other processes wait)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{target.name}.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _publish(tmp: Path, dest: Path) -> None:
+    """Rename the finished `tmp` folder to `dest`: one atomic step, so a half-written tree is
+    never mistaken for data. A `dest` that appeared meanwhile (a process that took no lock)
+    is used as it is."""
+    try:
+        os.replace(tmp, dest)
+    except OSError as e:
+        if not dest.is_dir():
+            raise DataError(f"could not move the new dataset into place at {str(dest)!r} "
+                            f"({type(e).__name__}: {e}): check that its folder is writable") from None
+        log.info("%s appeared while this process wrote it: using that copy", dest)
 
 
 def download_zip_tree(url: str, dest: Path, folder: str, sha256: str | None) -> Path:
@@ -66,7 +100,7 @@ def download_zip_tree(url: str, dest: Path, folder: str, sha256: str | None) -> 
             if got != sha256:
                 raise DataError(f"{url} content checksum {got} != expected {sha256}: a corrupt "
                                 "or changed download; nothing was written")
-        os.replace(extracted, dest)  # atomic: a half-extracted tree is never mistaken for data
+        _publish(extracted, dest)
     return dest
 
 
@@ -76,7 +110,10 @@ def ensure_hymenoptera(cfg, root: Path) -> Path:
     if not cfg.get("download", True):
         raise DataError(f"dataset.root={str(root)!r} does not exist and dataset.download=false: "
                         "put hymenoptera_data there or set dataset.root")
-    return download_zip_tree(cfg.url, root, "hymenoptera_data", cfg.get("content_sha256"))
+    with first_use_lock(root):
+        if root.exists():  # another process downloaded it while this one waited
+            return root
+        return download_zip_tree(cfg.url, root, "hymenoptera_data", cfg.get("content_sha256"))
 
 
 def ensure_digits(root: Path, image_size: int) -> Path:
@@ -84,24 +121,33 @@ def ensure_digits(root: Path, image_size: int) -> Path:
     marker = root / f".tl-digits-{image_size}px"
     if marker.exists():
         return root
+    with first_use_lock(root):
+        if not marker.exists():  # else another process wrote it while this one waited
+            _write_digits(root, marker, image_size)
+    return root
+
+
+def _write_digits(root: Path, marker: Path, image_size: int) -> None:
     from PIL import Image
     from sklearn.datasets import load_digits
 
     digits = load_digits()
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=".digits-"))
-    for i, (img, label) in enumerate(zip(digits.images, digits.target)):
-        folder = tmp / str(label)
-        folder.mkdir(exist_ok=True)
-        pixels = (img * (255.0 / 16.0)).round().astype("uint8")
-        Image.fromarray(pixels, mode="L").resize((image_size, image_size), Image.BICUBIC).save(
-            folder / f"{i:04d}.png"
-        )
-    (tmp / marker.name).touch()
-    if root.exists():
-        shutil.rmtree(root)
-    os.replace(tmp, root)
-    return root
+    try:
+        for i, (img, label) in enumerate(zip(digits.images, digits.target)):
+            folder = tmp / str(label)
+            folder.mkdir(exist_ok=True)
+            pixels = (img * (255.0 / 16.0)).round().astype("uint8")
+            Image.fromarray(pixels, mode="L").resize((image_size, image_size), Image.BICUBIC).save(
+                folder / f"{i:04d}.png"
+            )
+        (tmp / marker.name).touch()
+        if root.exists():  # written at another image size
+            shutil.rmtree(root)
+        _publish(tmp, root)
+    finally:  # gone once published; a failed write leaves nothing behind
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def load_cifar10(root: Path, download: bool):
@@ -120,9 +166,10 @@ def load_cifar10(root: Path, download: bool):
 
 
 def tree_fingerprint(root: Path) -> str:
-    """A cheap identity for a folder's content: (path, size, mtime) of every file, symlinked
-    folders followed once. Any added, removed, replaced or touched file changes it."""
-    return _tree_digest(root, imagefiles.walk_once(root), _size_and_mtime)
+    """A cheap identity for a folder's content: (path, size, mtime, ctime, inode) of every
+    file, symlinked folders followed once. Any added, removed, replaced, touched or edited
+    file changes it (a copy of the folder too: it is not the content's digest)."""
+    return _tree_digest(root, imagefiles.walk_once(root), _stat_identity)
 
 
 def _file_sha256(p: Path) -> str:

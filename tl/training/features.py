@@ -9,6 +9,12 @@ augmentation differs, limited to the cached views.
 
 Augmentation: `views=K` caches K views of each training image: view 0 is the plain val-style
 view, views 1.. are random augmentations; each epoch draws one view per image.
+
+The key holds the data's content (a digest of every file's bytes, of the data as it is on
+disk once a bundled or downloaded dataset is written), so an edit that keeps a file's size and
+mtime is still a miss. An entry keeps the seconds its miss spent reading the data and running
+the backbone: what each hit saves (`feature_pass_seconds`). A writer killed mid-save leaves a
+temp file; the next use removes it once its writer is gone.
 """
 
 from __future__ import annotations
@@ -16,24 +22,31 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import socket
+import tempfile
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 
-from tl.data import checks, datasets, sources
+from tl.data import checks, datasets
 from tl.data.transforms import val_transform
 from tl.models import backbones
 from tl.models.backbones import Backbone
 from tl.runtime import seeding
-from tl.runtime.io import atomic_save, load_tensors
+from tl.runtime.io import load_tensors
 from tl.runtime.paths import resolve
 from tl.runtime.precision import autocast
 
 log = logging.getLogger(__name__)
 
-FORMAT = 4  # bump when what is cached, or how, changes
+FORMAT = 5  # bump when what is cached, or how, changes (5: images decoded upright, EXIF orientation)
+# A temp file its writer stopped writing this long ago is dead, whoever wrote it (another host
+# sharing the cache, or a name without a writer): saving even a large entry takes seconds.
+STALE_TEMP_SECONDS = 15 * 60
 
 
 @dataclass
@@ -50,6 +63,7 @@ class Features:
     test_targets: torch.Tensor | None = None  # [T]
     shown_test: dict[int, torch.Tensor] = field(default_factory=dict)
     layout: dict | None = None  # `tl.layout.summary` of the splits the features came from
+    pass_seconds: float | None = None  # what the miss spent reading the data and running the backbone
 
 
 def applicable(cfg) -> bool:
@@ -71,7 +85,11 @@ def _weights_identity(cfg) -> dict:
 
 
 def cache_key(cfg, backbone: Backbone, precision: str) -> str:
+    """The entry's name: everything the features depend on. Call it once the data is on disk
+    (`datasets.materialise`): it reads the data's content."""
     from omegaconf import OmegaConf
+
+    from tl.training import identity
 
     dataset = OmegaConf.to_container(cfg.dataset, resolve=True)
     root = resolve(cfg.dataset.root)
@@ -80,14 +98,21 @@ def cache_key(cfg, backbone: Backbone, precision: str) -> str:
         "model": {"source": backbone.source, "name": backbone.name, **_weights_identity(cfg)},
         "data": asdict(backbone.data),
         "dataset": dataset,
-        # the whole tree: train, val and test folders alike (and `dataset` above: splits, fractions)
-        "content": sources.tree_fingerprint(root) if root.exists() else "absent",
+        # the whole tree's bytes: train, val and test folders alike (and `dataset` above: splits,
+        # fractions). Remembered per fingerprint that includes ctime, which no edit keeps.
+        "content": identity.content_digest(root),
         "views": int(cfg.strategy.feature_cache.views),
         "seed": int(cfg.trainer.seed),
         "precision": precision,
         "torch": torch.__version__,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def cost_metrics(pass_seconds: float | None) -> dict[str, float]:
+    """`feature_pass_seconds` for a run on cached features: on a miss the seconds its backbone
+    pass took, on a hit the seconds the entry's miss took (what the hit saved)."""
+    return {} if pass_seconds is None else {"feature_pass_seconds": float(pass_seconds)}
 
 
 def load(path: Path) -> Features | None:
@@ -101,7 +126,55 @@ def load(path: Path) -> Features | None:
 
 
 def save(path: Path, feats: Features) -> None:
-    atomic_save(asdict(feats), path)  # readers never see half a file
+    """Written to a temp file named for its writer (host, pid), then renamed over `path`:
+    readers never see half a file, and a later run can tell a dead writer's leftovers."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_writer()}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(asdict(feats), f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _writer() -> str:
+    return f"{socket.gethostname().replace('.', '_')}-{os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_stale_temps(folder: Path, now: float | None = None) -> list[Path]:
+    """Delete the temp files of saves that will never finish: their writer (on this host) is
+    gone, or nothing has written to them for `STALE_TEMP_SECONDS`. Returns what it removed."""
+    now = time.time() if now is None else now
+    host = socket.gethostname().replace(".", "_")
+    removed = []
+    for tmp in folder.glob(".*.pt.*.tmp"):
+        writer = tmp.name.split(".pt.", 1)[1].split(".", 1)[0]
+        w_host, _, pid = writer.rpartition("-")
+        try:
+            dead = (w_host == host and pid.isdigit() and not _alive(int(pid))) or \
+                now - tmp.stat().st_mtime > STALE_TEMP_SECONDS
+            if dead:
+                tmp.unlink()
+                removed.append(tmp)
+        except FileNotFoundError:  # its writer finished, or another run removed it
+            continue
+    if removed:
+        log.info("removed %d temp file(s) of feature-cache saves that were killed, in %s", len(removed), folder)
+    return removed
 
 
 @torch.inference_mode()
@@ -158,13 +231,19 @@ def obtain(cfg, backbone: Backbone, rt, prep) -> tuple[Features, str, Path]:
     them: from the on-disk cache, else computed (the head swapped for the data's classes first)
     and saved there. Returns (features, "hit" or "miss", the cache file)."""
     t, fc = cfg.trainer, cfg.strategy.feature_cache
-    path = cache_dir(cfg) / f"{cache_key(cfg, backbone, rt.precision)}.pt"
-    feats = load(path)
+    folder = cache_dir(cfg)
+    if folder.is_dir():
+        remove_stale_temps(folder)
+    # The key reads the data as it is on disk: a bundled or downloaded dataset is written first.
+    present = datasets.materialise(cfg.dataset).exists()
+    path = folder / f"{cache_key(cfg, backbone, rt.precision)}.pt" if present else None
+    feats = load(path) if path is not None else None
     if feats is not None:
         if not backbone.head:
             backbones.attach_head(backbone, len(feats.classes), cfg.model.get("stages"))
         backbone.model.to(rt.device)
         return feats, "hit", path
+    started = time.perf_counter()
     splits = datasets.build_splits(cfg.dataset, backbone.data, t.image_cache_mb, t.image_cache_scale)
     if not backbone.head:  # a later phase keeps the head trained so far
         backbones.attach_head(backbone, len(splits.classes), cfg.model.get("stages"))
@@ -174,6 +253,8 @@ def obtain(cfg, backbone: Backbone, rt, prep) -> tuple[Features, str, Path]:
     feats = extract(backbone, splits, checks.check(splits), int(fc.views), rt, prep, int(t.seed),
                     t.get("eval_batch_size") or t.batch_size, train_view_transform=splits.train.transform,
                     val_view_transform=val_transform(backbone.data))
+    feats.pass_seconds = time.perf_counter() - started
+    path = path or folder / f"{cache_key(cfg, backbone, rt.precision)}.pt"  # data downloaded just now
     save(path, feats)
     return feats, "miss", path
 

@@ -55,6 +55,7 @@ class Job:
     threads: int | None = None
     head_precision: str | None = None
     head_only: dict | None = None  # what checkpoints hold when only the head changes (see checkpoints)
+    feature_pass_seconds: float | None = None  # on cached features: what the backbone pass took (a hit: saved)
 
     @property
     def loop_rt(self) -> machine.Runtime:
@@ -205,7 +206,7 @@ def _feature_job(cfg, backbone, rt, prep, generator, frozen: int) -> Job:
                feats.train.numel() * feats.train.element_size(), state, feats.shown,
                test_loader=test_loader, n_test=0 if feats.test is None else feats.test_targets.numel(),
                shown_test=feats.shown_test, layout=feats.layout,
-               threads=1, head_precision="fp32",
+               threads=1, head_precision="fp32", feature_pass_seconds=feats.pass_seconds,
                head_only={"module": backbone.head[-1], "backbone": {
                    "source": backbone.source, "name": backbone.name, "feature_cache": path.stem,
                    "config": OmegaConf.to_container(cfg.model, resolve=True)}})
