@@ -48,19 +48,25 @@ def _check_overrides(overrides: list[str]) -> None:
             f"{' '.join(extra)}. Drop them (only {', '.join(ALLOWED[1:])} may be given), or start a new run.")
 
 
-def _alive(tags: dict[str, str]) -> bool:
+def process_gone(tags: dict[str, str]) -> bool | None:
+    """Whether the process a run's tags name has ended: None when this host cannot tell (another
+    host, or no process tags). A pid taken again by another process counts as alive."""
     pid = tags.get("tl.pid", "")
     if tags.get("tl.host") != socket.gethostname() or not pid.isdigit():
-        return True  # cannot tell: assume it lives
-    if int(pid) == os.getpid():
-        return False
+        return None
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
-        return False
-    except PermissionError:
         return True
-    return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _alive(tags: dict[str, str]) -> bool:
+    if tags.get("tl.pid") == str(os.getpid()) and tags.get("tl.host") == socket.gethostname():
+        return False
+    return process_gone(tags) is not True  # cannot tell: assume it lives
 
 
 def _check_resumable(run, uri: str) -> None:
@@ -74,7 +80,7 @@ def _check_resumable(run, uri: str) -> None:
         raise ConfigError(
             f"resume={rid}: the run is RUNNING (process {pid} on {host}). Stop it first (a signal "
             "ends it as KILLED); if that process is gone for good, mark the run KILLED: "
-            f"python -c \"from mlflow import MlflowClient; MlflowClient('{uri}').set_terminated('{rid}', 'KILLED')\"")
+            f"tl runs close-stale --force --tracking-uri {uri}")
 
 
 def _saved_config(client, run) -> DictConfig:
@@ -120,6 +126,10 @@ def reopen(cfg: DictConfig, overrides: list[str]):
                           "tracking.uri=... for the store the run is in") from None
     _check_resumable(run, uri)
     saved = _saved_config(client, run)
+    try:  # before the run changes: a resume that cannot continue leaves it as it was
+        checkpoints.check_resume_point(client, rid)
+    except ConfigError as e:
+        raise ConfigError(f"resume={rid}: {e}. The run stays {run.info.status}") from None
     given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
     with open_dict(saved):
         saved.resume = rid
