@@ -41,10 +41,11 @@ def train(cfg: DictConfig, extra_tags: dict[str, str] | None = None) -> RunResul
     overrides, out_dir = lifecycle.hydra_job()
     entered = time.perf_counter()
     if cfg.get("resume"):
-        client, run_id, cfg = resume.reopen(cfg, overrides)
-        exp_id = client.get_run(run_id).info.experiment_id
-        started = cost.process_start()
-        result = lifecycle.to_the_end(client, run_id, lambda: _resumed(cfg, client, run_id, started))
+        with resume.claimed(cfg):
+            client, run_id, cfg = resume.reopen(cfg, overrides)
+            exp_id = client.get_run(run_id).info.experiment_id
+            started = cost.process_start()
+            result = lifecycle.to_the_end(client, run_id, lambda: _resumed(cfg, client, run_id, started))
     else:
         client, run_id, exp_id = lifecycle.create(cfg, overrides, extra_tags)
         # A sweep's job starts here; a single run with its process (imports, start-up included).
