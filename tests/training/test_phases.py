@@ -54,7 +54,7 @@ def test_the_epoch_lands_in_the_right_phase():
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["trainer.epochs=5"], r"strategy.phases before the last take 5 epochs, leaving none of trainer.epochs=5"),
+    (["trainer.epochs=1"], r"strategy.phases has 2 phases of at least one epoch each, but trainer.epochs=1"),
     (["strategy.phases.1.epochs=2", "trainer.epochs=10"], r"strategy.phases last 7 epochs but trainer.epochs=10"),
     (["strategy.phases.0.epochs=rest"], r"strategy.phases\[0\].epochs=rest: only the last phase"),
     (["strategy.probe_epochs=0"], r"strategy.phases\[0\].epochs=0 must be a positive integer"),
@@ -67,6 +67,26 @@ def test_the_epoch_lands_in_the_right_phase():
 def test_bad_phases_are_refused_naming_the_key(overrides, message):
     with pytest.raises(ConfigError, match=message):
         phases.schedule(lp_ft(*overrides))
+
+
+@pytest.mark.parametrize("epochs, lengths", [(4, [3, 1]), (5, [4, 1]), (2, [1, 1]), (6, [5, 1]), (9, [5, 4])])
+def test_a_probe_longer_than_a_short_run_is_capped_to_leave_the_last_phase_one_epoch(epochs, lengths):
+    schedule = phases.schedule(lp_ft(f"trainer.epochs={epochs}"))  # probe_epochs: 5
+    assert [p.epochs for p in schedule] == lengths
+    assert schedule[-1].end == epochs
+    assert phases.adjusted(schedule) == ([] if lengths[0] == 5 else [f"probe {lengths[0]} of its 5 epochs"])
+
+
+def test_several_capped_phases_each_keep_at_least_one_epoch():
+    cfg = lp_ft("trainer.epochs=4", "strategy.phases=[{epochs:3,frozen_stages:all},{epochs:3,frozen_stages:2},"
+                "{epochs:rest,frozen_stages:0}]")
+    assert [p.epochs for p in phases.schedule(cfg)] == [2, 1, 1]
+
+
+def test_phases_that_cannot_fit_are_refused_by_the_config_check_before_any_data_is_read(tmp_path):
+    cfg = lp_ft("trainer.epochs=1", "dataset=imagefolder", f"dataset.root={tmp_path / 'absent'}")
+    with pytest.raises(ConfigError, match=r"2 phases of at least one epoch each, but trainer.epochs=1: raise"):
+        validate.check(cfg)
 
 
 def test_frozen_stages_beyond_the_model_are_refused_naming_the_phase():
@@ -95,6 +115,16 @@ def test_a_phased_run_logs_its_phase_and_each_group_lr_per_epoch(tmp_path):
     assert [s for s, _ in history(client, rid, "lr.stage0")] == [3, 4], "stage0 trains from the unfreeze"
     assert history(client, rid, "lr.stage0")[0][1] == pytest.approx(LR / 2 * 0.01)
     assert run.data.params["runtime.feature_cache"] == "miss", "the head-only phase ran on cached features"
+
+
+def test_a_short_lp_ft_run_trains_both_phases_and_logs_their_lengths(tmp_path, caplog):
+    store, overrides = base(tmp_path)
+    train(compose_cfg(*overrides, "strategy=lp_ft", "trainer.epochs=3"))  # probe_epochs: 5
+    client, (run,) = runs(store)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["strategy.phase_epochs"] == "probe:2,finetune:1"
+    assert [v for _, v in history(client, run.info.run_id, "phase")] == [0, 0, 1]
+    assert "strategy=lp_ft: phase probe 2 of its 5 epochs, to fit trainer.epochs=3" in caplog.text
 
 
 def test_a_plain_run_logs_phase_0_and_its_one_group(tmp_path):

@@ -2,12 +2,12 @@
 and whether two groups can be told apart.
 
 Runs of one group differ only in `trainer.seed`; the seed fixes the shuffle, the augmentations
-and the head's initialisation, not the carved val/test split (`dataset.split_seed` does, and
-stays fixed unless the sweep resamples it with the seed). Two groups that share a seed share
-that order, so the fair comparison is paired over shared seeds: a paired t-test on the per-seed
-differences, which removes the part of the noise both groups see. With a fixed test split the
-seeds say nothing of which images landed in test: `wilson` gives the interval that the test
-set's size alone allows.
+and the head's initialisation, not the carved val/test split: `dataset.split_seed` fixes that
+for every seed unless `dataset.resample_splits=true` draws it with the seed (logged as
+`data.split_seed`). Two groups that share a seed share that order (and split), so the fair
+comparison is paired over shared seeds: a paired t-test on the per-seed differences, which
+removes the part of the noise both groups see. With a fixed test split the seeds say nothing of
+which images landed in test: `wilson` gives the interval that the test set's size alone allows.
 """
 
 from __future__ import annotations

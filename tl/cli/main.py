@@ -84,6 +84,10 @@ def parser() -> argparse.ArgumentParser:
     k.add_argument("--strategies", default="finetune", metavar="S1,S2",
                    help="strategies in the tl-train line (default: finetune)")
     k.add_argument("--tracking-uri", help=_uri_help())
+
+    from tl.cli import runs
+
+    runs.add_parser(sub, _uri_help())
     return p
 
 
@@ -106,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
 
             return rank.run(args.overrides, args.tracking_uri, args.top_k,
                             [s for s in args.strategies.split(",") if s])
+        if args.command == "runs":
+            from tl.cli import runs
+
+            return runs.run(args, uri)
         if args.command == "reproduce":
             from tl.cli import reproduce
 

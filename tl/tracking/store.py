@@ -6,6 +6,8 @@ process-global active run, so sweeps in threads or processes cannot cross their 
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import logging
 import sqlite3
@@ -15,6 +17,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from tl.errors import TLError
 from tl.runtime.paths import project_root
 from tl.tracking import links, remote
 
@@ -23,6 +26,52 @@ log = logging.getLogger(__name__)
 MAX_PARAMS_PER_BATCH = 100
 MAX_METRICS_PER_BATCH = 1000  # MLflow's limit per log_batch
 MAX_PARAM_LENGTH = 6000
+
+
+class StoreError(TLError):
+    """The store cannot be written: a read-only folder, a full disk."""
+
+
+# What SQLite and the OS say when nothing can be written; a busy database is not among them
+# (it passes, and a retry helps).
+_UNWRITABLE_TEXT = ("readonly database", "read-only file system", "database or disk is full", "disk is full",
+                    "no space left on device", "disk i/o error", "unable to open database file")
+_UNWRITABLE_ERRNO = (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT)
+
+
+def unwritable(e: BaseException) -> str | None:
+    """Why `e`, or an error it came from, means the store cannot be written; None otherwise."""
+    seen: BaseException | None = e
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in _UNWRITABLE_ERRNO:
+            return f"{seen.strerror}: {seen.filename}" if seen.filename else str(seen.strerror)
+        text = str(seen).lower()
+        for marker in _UNWRITABLE_TEXT:
+            if marker in text:
+                return marker
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def unwritable_message(uri: str, why: str) -> str:
+    path = sqlite_path(uri)
+    where = str(path.parent) if path is not None else uri
+    return (f"the tracking store {where} cannot be written ({why}): make that folder writable or free "
+            "disk space there, or pass tracking.uri=... for another store")
+
+
+@contextlib.contextmanager
+def writable(uri: str):
+    """A read-only store or a full disk as one clear StoreError, not a database traceback."""
+    try:
+        yield
+    except TLError:
+        raise
+    except Exception as e:
+        why = unwritable(e)
+        if why is None:
+            raise
+        raise StoreError(unwritable_message(uri, why)) from None
 
 
 def default_uri() -> str:
@@ -54,13 +103,14 @@ def prepare_store(uri: str):
     if remote.is_remote(uri):
         remote.check_server(uri)
     path = sqlite_path(uri)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    client = client_for(uri)
-    if path is not None:
-        client.search_experiments(max_results=1)  # runs the schema migrations
-        with sqlite3.connect(path) as con:  # WAL lets parallel jobs write without "database is locked"
-            con.execute("PRAGMA journal_mode=WAL")
+    with writable(uri):
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        client = client_for(uri)
+        if path is not None:
+            client.search_experiments(max_results=1)  # runs the schema migrations
+            with sqlite3.connect(path) as con:  # WAL lets parallel jobs write without "database is locked"
+                con.execute("PRAGMA journal_mode=WAL")
     return client
 
 

@@ -8,13 +8,14 @@ schedule from that phase's config alone."""
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
 from dataclasses import dataclass, field, replace
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from tl.data import checks, datasets, decoded, device_batches, layout
 from tl.data.batches import Batches
@@ -87,6 +88,7 @@ class Setup:
 
 def build(cfg: DictConfig) -> Setup:
     validate.check(cfg)
+    cfg = split_seeded(cfg)
     parallel.limit_threads()
     rt = machine.resolve_runtime(cfg.trainer)
     generator = machine.seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)
@@ -94,6 +96,9 @@ def build(cfg: DictConfig) -> Setup:
     # A sweep's runs in this process share builds; a single run has nothing to share them with.
     backbone = backbones.create(cfg.model, reuse=sweep.in_multirun())
     schedule = phases.schedule(cfg)
+    for note in phases.adjusted(schedule):
+        log.warning("strategy=%s: phase %s, to fit trainer.epochs=%d (logged as strategy.phase_epochs)",
+                    cfg.strategy.name, note, cfg.trainer.epochs)
     # Before the data is read: a bad frozen_stages, in any phase, costs no scan of the images.
     frozen = validate.frozen_stages(cfg, schedule, backbone)
     model = backbone.model.to(rt.device)
@@ -113,8 +118,24 @@ def build(cfg: DictConfig) -> Setup:
     }
     if job.layout:
         facts["data.layout"] = layout.line(job.layout)
+    if phases.phased(cfg):
+        facts["strategy.phase_epochs"] = phases.lengths(schedule)
+    if cfg.dataset.get("split_seed") is not None:
+        facts["data.split_seed"] = int(cfg.dataset.split_seed)  # the one the carved splits were drawn with
     return Setup(model, job, optimizer, scheduler, generator, facts, setup_seconds, backbone, rt, prep,
                  schedule, schedule[0], frozen)
+
+
+def split_seeded(cfg: DictConfig) -> DictConfig:
+    """`dataset.resample_splits=true`: the carved val/test splits are drawn with `trainer.seed`,
+    so seeds replicate training and split noise together. Otherwise `dataset.split_seed` fixes
+    them and seeds vary the training alone (init, order, augmentations)."""
+    if not cfg.dataset.get("resample_splits"):
+        return cfg
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        cfg.dataset.split_seed = int(cfg.trainer.seed)
+    return cfg
 
 
 def enter(s: Setup, phase: phases.Phase) -> Setup:

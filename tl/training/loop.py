@@ -6,10 +6,13 @@ model, optimizer, schedule and RNG states already restored: the loop cannot tell
 from __future__ import annotations
 
 import logging
+import math
+import time
 
 import torch
 from omegaconf import DictConfig
 
+from tl.errors import TLError
 from tl.runtime import cost, progress, signals
 from tl.tracking import store
 from tl.training import checkpoints, jobs, param_groups, pending, phases
@@ -19,20 +22,38 @@ from tl.training.jobs import Setup
 log = logging.getLogger("tl")
 
 
+class Diverged(TLError):
+    """The loss became NaN or infinite: the run's numbers from here on would mean nothing."""
+
+
+def check_finite(epoch: int, train_loss: float, val_loss: float, lr: float, precision: str) -> None:
+    """Fail the run at the epoch whose loss is not a number, before that epoch is logged or
+    checkpointed: argmax over NaN logits would otherwise pass for a finished run at chance."""
+    if math.isfinite(train_loss) and math.isfinite(val_loss):
+        return
+    kept = f"epochs 1-{epoch - 1} stay logged" if epoch > 1 else "no epoch was logged"
+    fp32 = "" if precision == "fp32" else f", or set trainer.precision=fp32 (this run: {precision})"
+    raise Diverged(f"the loss diverged at epoch {epoch} (train loss {train_loss}, val loss {val_loss}): "
+                   f"lower optimizer.lr (this phase: {lr:g}){fp32}; {kept}")
+
+
 def grad_scaler(precision: str) -> torch.amp.GradScaler | None:
     """fp16 needs loss scaling; bf16 and fp32 do not."""
     return torch.amp.GradScaler("cuda") if precision == "fp16" else None
 
 
 def run_epochs(cfg: DictConfig, client, run_id: str, s: Setup, scaler, ckpts: checkpoints.RunCheckpoints,
-               done: checkpoints.Progress) -> tuple[checkpoints.Progress, Setup]:
+               done: checkpoints.Progress, started: float | None = None) -> tuple[checkpoints.Progress, Setup]:
     """Epochs `done.epoch + 1 .. trainer.epochs`, entering each later phase at its first epoch;
-    returns where training ends and the setup of the last phase."""
+    returns where training ends and the setup of the last phase. `started`: when this process's
+    share of the run began (`time.perf_counter`), for the run's total seconds in `last.pt`."""
+    started = time.perf_counter() if started is None else started
     t = cfg.trainer
     criterion = torch.nn.CrossEntropyLoss()
     best, best_epoch, total = done.best, done.best_epoch, done.seconds
     keep_best = cfg.tracking.get("log_checkpoint", True)
-    records = pending.Pending(client, run_id, ckpts, float(cfg.tracking.get("flush_seconds", 0.0)))
+    records = pending.Pending(client, run_id, ckpts, float(cfg.tracking.get("flush_seconds", 0.0)),
+                              rows=list(done.rows))
     try:
         for epoch in progress.epochs(t.epochs, start=done.epoch + 1):
             if epoch > s.phase.end:
@@ -47,6 +68,7 @@ def run_epochs(cfg: DictConfig, client, run_id: str, s: Setup, scaler, ckpts: ch
             tr = train_one_epoch(job.step_model, progress.batches(job.train_loader, "train"), s.optimizer,
                                  criterion, rt, job.plan, job.prep, scaler)
             va = evaluate(job.step_model, progress.batches(job.val_loader, "val"), criterion, rt, job.prep)
+            check_finite(epoch, tr.loss, va.loss, lr, rt.precision)
             s.scheduler.step(epoch - phase.start + 1)  # each phase's schedule counts its own epochs
             seconds = tr.seconds + va.seconds
             total += seconds
@@ -55,7 +77,8 @@ def run_epochs(cfg: DictConfig, client, run_id: str, s: Setup, scaler, ckpts: ch
                 improved = va.acc > best
                 if improved:
                     best, best_epoch = va.acc, epoch
-                here = checkpoints.Progress(epoch, best, best_epoch, total, phase.index)
+                here = checkpoints.Progress(epoch, best, best_epoch, total, phase.index,
+                                            done.elapsed + time.perf_counter() - started)
                 model, optimizer, scheduler, generator, classes = (s.model, s.optimizer, s.scheduler,
                                                                    s.generator, job.classes)
                 records.add(epoch, {

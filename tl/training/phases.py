@@ -40,6 +40,7 @@ class Phase:
     start: int   # its first epoch, counted from 1 over the whole run
     epochs: int
     cfg: DictConfig  # the run's config as this phase trains: a plain strategy, the phase's LR
+    asked: int | str | None = None  # the epochs its config asks (an int, or `rest`)
 
     @property
     def end(self) -> int:
@@ -69,14 +70,39 @@ def _epochs(specs: list[dict], total: int) -> list[int]:
             raise ConfigError(f"{key}={e!r} must be a positive integer (or `rest` on the last phase)")
         fixed += e
     if specs[-1].get("epochs") == REST:
-        if fixed >= total:
-            raise ConfigError(f"strategy.phases before the last take {fixed} epochs, leaving none of "
-                              f"trainer.epochs={total} for the last: raise trainer.epochs above {fixed}")
-        return [s["epochs"] for s in specs[:-1]] + [total - fixed]
+        if total < len(specs):
+            raise ConfigError(f"strategy.phases has {len(specs)} phases of at least one epoch each, but "
+                              f"trainer.epochs={total}: raise trainer.epochs to {len(specs)} or more")
+        return _capped([s["epochs"] for s in specs[:-1]], total - 1) + [total - min(fixed, total - 1)]
     if fixed != total:
         raise ConfigError(f"strategy.phases last {fixed} epochs but trainer.epochs={total}: set "
                           f"trainer.epochs={fixed}, or give the last phase `epochs: rest`")
     return [s["epochs"] for s in specs]
+
+
+def _capped(asked: list[int], budget: int) -> list[int]:
+    """The phases before a `rest` phase, cut to fit `budget` epochs (trainer.epochs minus the
+    last phase's one): in order, each keeping at least one epoch for every phase after it.
+    A short run (e.g. `lp_ft trainer.epochs=4`, probe_epochs 5) still runs every phase."""
+    out = []
+    for i, e in enumerate(asked):
+        later = len(asked) - i - 1
+        out.append(max(1, min(e, budget - sum(out) - later)))
+    return out
+
+
+def adjusted(schedule: list[Phase]) -> list[str]:
+    """The phases whose length differs from what their config asks (capped to fit a short run)."""
+    notes = []
+    for p in schedule[:-1]:
+        if isinstance(p.asked, int) and p.asked != p.epochs:
+            notes.append(f"{p.name} {p.epochs} of its {p.asked} epochs")
+    return notes
+
+
+def lengths(schedule: list[Phase]) -> str:
+    """What each phase trains, as logged: `probe:3,finetune:1`."""
+    return ",".join(f"{p.name}:{p.epochs}" for p in schedule)
 
 
 def _strategy(spec: dict, i: int, strategy, backbone_trained: bool) -> dict:
@@ -130,7 +156,7 @@ def schedule(cfg) -> list[Phase]:
         with open_dict(pcfg):
             pcfg.strategy = _strategy(s, i, strategy, trained)
             pcfg.optimizer.lr = float(base) * float(s.get("lr_scale", 1.0))
-        out.append(Phase(i, str(s.get("name") or f"phase{i}"), start, epochs, pcfg))
+        out.append(Phase(i, str(s.get("name") or f"phase{i}"), start, epochs, pcfg, s.get("epochs")))
         start += epochs
     return out
 

@@ -9,10 +9,14 @@ on the way; only where to log (`tracking.uri`) and `trainer.num_workers` may be 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import socket
 import tempfile
+import time
+import uuid
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -25,6 +29,10 @@ log = logging.getLogger(__name__)
 
 # Keys a resume may set on the command line: they change neither the data nor the numbers.
 ALLOWED = ("resume", "tracking.uri", "trainer.num_workers")
+# A server has no lock: a resume writes a claim tag, waits this long, and goes on only if the
+# tag is still its own (a rival that came later overwrote it; one that came earlier has set
+# the run RUNNING by then, which the status check refuses).
+CLAIM_WAIT_SECONDS = 1.0
 
 
 def process_tags() -> dict[str, str]:
@@ -48,19 +56,25 @@ def _check_overrides(overrides: list[str]) -> None:
             f"{' '.join(extra)}. Drop them (only {', '.join(ALLOWED[1:])} may be given), or start a new run.")
 
 
-def _alive(tags: dict[str, str]) -> bool:
+def process_gone(tags: dict[str, str]) -> bool | None:
+    """Whether the process a run's tags name has ended: None when this host cannot tell (another
+    host, or no process tags). A pid taken again by another process counts as alive."""
     pid = tags.get("tl.pid", "")
     if tags.get("tl.host") != socket.gethostname() or not pid.isdigit():
-        return True  # cannot tell: assume it lives
-    if int(pid) == os.getpid():
-        return False
+        return None
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
-        return False
-    except PermissionError:
         return True
-    return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _alive(tags: dict[str, str]) -> bool:
+    if tags.get("tl.pid") == str(os.getpid()) and tags.get("tl.host") == socket.gethostname():
+        return False
+    return process_gone(tags) is not True  # cannot tell: assume it lives
 
 
 def _check_resumable(run, uri: str) -> None:
@@ -74,7 +88,7 @@ def _check_resumable(run, uri: str) -> None:
         raise ConfigError(
             f"resume={rid}: the run is RUNNING (process {pid} on {host}). Stop it first (a signal "
             "ends it as KILLED); if that process is gone for good, mark the run KILLED: "
-            f"python -c \"from mlflow import MlflowClient; MlflowClient('{uri}').set_terminated('{rid}', 'KILLED')\"")
+            f"tl runs close-stale --force --tracking-uri {uri}")
 
 
 def _saved_config(client, run) -> DictConfig:
@@ -104,6 +118,41 @@ def _saved_config(client, run) -> DictConfig:
     return cfg
 
 
+@contextlib.contextmanager
+def claimed(cfg: DictConfig):
+    """One `+resume` of a run at a time. With the embedded store, a lock file beside it, held
+    until the resume ends (the OS releases it when a process dies, so no lock outlives one);
+    with a server, a claim tag (`reopen`)."""
+    rid = _run_id(cfg.resume)
+    uri = store.resolve_uri(cfg.tracking)
+    path = store.sqlite_path(uri)
+    if path is None:
+        yield
+        return
+    lock = path.parent / ".locks" / f"{rid}.lock"
+    with store.writable(uri):
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        f = open(lock, "a")  # noqa: SIM115 - held open for the whole resume
+    try:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(f"resume={rid}: another +resume of this run is in progress (it holds {lock}); "
+                              "let it finish, or stop it and resume again") from None
+        yield
+    finally:
+        f.close()
+
+
+def _claim_on_server(client, rid: str) -> None:
+    token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
+    client.set_tag(rid, "tl.resume_claim", token)
+    time.sleep(CLAIM_WAIT_SECONDS)
+    if client.get_run(rid).data.tags.get("tl.resume_claim") != token:
+        raise ConfigError(f"resume={rid}: another +resume of this run started at the same time; "
+                          "it goes on, this one stops")
+
+
 def reopen(cfg: DictConfig, overrides: list[str]):
     """Check the run can resume, set it RUNNING again, and return (client, run_id, its config)."""
     rid = _run_id(cfg.resume)
@@ -118,8 +167,15 @@ def reopen(cfg: DictConfig, overrides: list[str]):
     except Exception:
         raise ConfigError(f"resume={rid}: no such run in {uri}. Check the id, or pass "
                           "tracking.uri=... for the store the run is in") from None
+    if store.sqlite_path(uri) is None and run.info.status != "FINISHED":
+        _claim_on_server(client, rid)
+        run = client.get_run(rid)  # as a rival that claimed first may have left it
     _check_resumable(run, uri)
     saved = _saved_config(client, run)
+    try:  # before the run changes: a resume that cannot continue leaves it as it was
+        checkpoints.check_resume_point(client, rid)
+    except ConfigError as e:
+        raise ConfigError(f"resume={rid}: {e}. The run stays {run.info.status}") from None
     given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
     with open_dict(saved):
         saved.resume = rid

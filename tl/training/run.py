@@ -41,10 +41,11 @@ def train(cfg: DictConfig, extra_tags: dict[str, str] | None = None) -> RunResul
     overrides, out_dir = lifecycle.hydra_job()
     entered = time.perf_counter()
     if cfg.get("resume"):
-        client, run_id, cfg = resume.reopen(cfg, overrides)
-        exp_id = client.get_run(run_id).info.experiment_id
-        started = cost.process_start()
-        result = lifecycle.to_the_end(client, run_id, lambda: _resumed(cfg, client, run_id, started))
+        with resume.claimed(cfg):
+            client, run_id, cfg = resume.reopen(cfg, overrides)
+            exp_id = client.get_run(run_id).info.experiment_id
+            started = cost.process_start()
+            result = lifecycle.to_the_end(client, run_id, lambda: _resumed(cfg, client, run_id, started))
     else:
         client, run_id, exp_id = lifecycle.create(cfg, overrides, extra_tags)
         # A sweep's job starts here; a single run with its process (imports, start-up included).
@@ -96,6 +97,8 @@ def _resumed(cfg: DictConfig, client, run_id: str, started: float) -> RunResult:
         if saved_in is not s.phase:
             s = jobs.enter(s, saved_in)
         done = ckpts.restore(s.model, s.optimizer, s.scheduler, scaler, s.generator)
+        if checkpoints.relog_missing(client, run_id, done.rows):
+            log.info("run %s: logged the metrics of epochs its checkpoint holds but the store lacked", run_id)
         return _fit(cfg, client, run_id, s, ckpts, done, scaler, started)
 
 
@@ -103,7 +106,7 @@ def _fit(cfg, client, run_id, s: jobs.Setup, ckpts, done: checkpoints.Progress, 
          started: float) -> RunResult:
     threads = s.job.threads if len(s.schedule) == 1 else None  # a later phase may run the backbone
     with parallel.intra_op_threads(threads):
-        end, s = loop.run_epochs(cfg, client, run_id, s, scaler, ckpts, done)
+        end, s = loop.run_epochs(cfg, client, run_id, s, scaler, ckpts, done, started)
         name = lifecycle.run_name(cfg)
         log.info("%s: best val acc %.4f at epoch %d", name, end.best, end.best_epoch)
         diagnostics.log_best(client, run_id, s.model, ckpts.dir / checkpoints.BEST, s.job)
@@ -115,7 +118,9 @@ def _fit(cfg, client, run_id, s: jobs.Setup, ckpts, done: checkpoints.Progress, 
         # Only now is the resume point no longer needed: a run stopped during its diagnostics
         # resumes after its last epoch instead of training again from the first.
         ckpts.finish()
-    store.log_metrics(client, run_id, {"total_seconds": time.perf_counter() - started}, step=cfg.trainer.epochs)
+    # Every process of the run: the earlier ones' share came with the checkpoint.
+    total = done.elapsed + time.perf_counter() - started
+    store.log_metrics(client, run_id, {"total_seconds": total}, step=cfg.trainer.epochs)
     return RunResult(run_id, end.best, end.best_epoch, end.seconds, None if test is None else test["test_acc"])
 
 

@@ -38,6 +38,12 @@ def check(cfg) -> None:
         raise ConfigError(f"tracking.flush_seconds={fs!r} must be a number >= 0 (0: write every epoch)")
     _names(cfg)
     _val_fraction(cfg.dataset)
+    rs = cfg.dataset.get("resample_splits", False)
+    if not isinstance(rs, bool):
+        raise ConfigError(f"dataset.resample_splits={rs!r} must be true (trainer.seed draws the carved "
+                          "val/test splits) or false (dataset.split_seed does)")
+    if phases.phased(cfg):  # phase lengths that cannot fit trainer.epochs, before any data is read
+        phases.schedule(cfg)
 
 
 def _names(cfg) -> None:

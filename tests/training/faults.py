@@ -1,0 +1,80 @@
+"""Test-only: `python -m tests.training.faults OVERRIDES...` runs `tl.train` as `tl-train` does,
+with faults injected from the environment:
+
+- `TL_TEST_KILL_BEFORE=WRITE:EPOCH` SIGKILLs the process just before that write of an epoch's
+  commit (`stage_best`, `write_last`, `promote_best`, `log_steps`), i.e. between two writes;
+- `TL_TEST_WRITES=PATH` appends each commit write, as `WRITE:EPOCH`, to PATH as it happens;
+- `TL_TEST_READONLY_STORE=1` opens every SQLite database read-only, as on a read-only folder
+  (a test running as root cannot make one with file modes).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import sqlite3
+import sys
+
+
+def _record(point: str) -> None:
+    path = os.environ.get("TL_TEST_WRITES")
+    if path:
+        with open(path, "a") as f:
+            f.write(point + "\n")
+    if os.environ.get("TL_TEST_KILL_BEFORE") == point:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _epoch_of_payload(args) -> int:
+    return int(args[0]["epoch"])
+
+
+def _wrap(owner, name: str, epoch_of) -> None:
+    real = getattr(owner, name)
+
+    @functools.wraps(real)
+    def wrapper(*args, **kwargs):
+        epoch = epoch_of(args)
+        if epoch is not None:
+            _record(f"{name}:{epoch}")
+        return real(*args, **kwargs)
+
+    setattr(owner, name, wrapper)
+
+
+def install() -> None:
+    from tl.runtime.io import load_tensors
+    from tl.tracking import store
+    from tl.training import checkpoints
+
+    ckpts = checkpoints.RunCheckpoints
+    _wrap(ckpts, "stage_best", lambda a: _epoch_of_payload(a[1:]))
+    _wrap(ckpts, "write_last", lambda a: _epoch_of_payload(a[1:]))
+    _wrap(ckpts, "promote_best", lambda a: _epoch_of_payload([load_tensors(a[0].dir / checkpoints.NEXT)]))
+
+    def epochs_logged(args):  # the per-epoch rows only, not step-0 facts or the summaries
+        steps = [step for step, _, metrics in args[2] if "val_acc" in metrics]
+        return max(steps) if steps else None
+
+    _wrap(store, "log_steps", epochs_logged)
+    if os.environ.get("TL_TEST_READONLY_STORE"):
+        real = sqlite3.connect
+
+        def read_only(database, *args, **kwargs):
+            kwargs.pop("uri", None)
+            return real(f"file:{os.path.abspath(database)}?mode=ro", *args, uri=True, **kwargs)
+
+        sqlite3.connect = read_only
+
+
+def main() -> None:
+    install()
+    from tl.train import main as tl_main
+
+    sys.argv[0] = "tl-train"
+    tl_main()
+
+
+if __name__ == "__main__":
+    main()
