@@ -10,11 +10,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from tl.runtime import parallel, paths, signals
 from tl.sweeps import sweep
-from tl.tracking import store
+from tl.tracking import redact, store
 from tl.training import resume
 
 log = logging.getLogger("tl")
@@ -32,7 +32,8 @@ def hydra_job() -> tuple[list[str], Path | None]:
     if not HydraConfig.initialized():
         return [], None
     hc = HydraConfig.get()
-    return list(hc.overrides.task), Path(hc.runtime.output_dir)
+    # Unresolved: an override's `${oc.env:...}` is recorded as written, never as its value.
+    return OmegaConf.to_container(hc.overrides.task, resolve=False), Path(hc.runtime.output_dir)
 
 
 def reproduce_command(overrides: list[str]) -> str:
@@ -59,7 +60,7 @@ def create(cfg: DictConfig, overrides: list[str], extra_tags: dict[str, str] | N
     }
     if parent is not None:
         tags["mlflow.parentRunId"] = parent.run_id
-    tags = {k: store.text(v) for k, v in tags.items()}
+    tags = {k: store.text(redact.text(v)) for k, v in tags.items()}
     run_id = client.create_run(exp_id, run_name=run_name(cfg), tags=tags).info.run_id
     return client, run_id, (exp_id if parent is None else None)
 
@@ -80,7 +81,7 @@ def to_the_end(client, run_id: str, body: Callable[[], T]) -> T:
         raise
     except BaseException as e:
         client.set_tag(run_id, "tl.error_type", type(e).__name__)
-        client.set_tag(run_id, "tl.error", f"{type(e).__name__}: {e}"[:5000])
+        client.set_tag(run_id, "tl.error", redact.text(f"{type(e).__name__}: {e}")[:5000])
         client.set_terminated(run_id, "FAILED")
         raise
     client.set_terminated(run_id, "FINISHED")
