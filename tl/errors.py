@@ -2,7 +2,13 @@
 
 
 class TLError(Exception):
-    """A problem with the user's config or data, not a bug in tl."""
+    """A problem with the user's config or data, not a bug in tl. Its message never shows a
+    password: a URI's login is masked (tl.tracking.redact)."""
+
+    def __init__(self, *args):
+        from tl.tracking.redact import text
+
+        super().__init__(*(text(a) if isinstance(a, str) else a for a in args))
 
 
 class ConfigError(TLError, ValueError):

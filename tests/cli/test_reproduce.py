@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from tl.cli.main import main as tl_command
-from tl.cli.reproduce import Difference, config_differences, environment_warnings, metric_differences
+from tl.cli.reproduce import Difference, config_differences, environment_warnings, metric_differences, refusals
 from tl.tracking import store as mlflow_store
 
 pytestmark = pytest.mark.slow  # end to end: whole sweeps in subprocesses
@@ -75,3 +75,74 @@ def test_a_different_commit_or_package_version_is_warned_about():
     assert any(w.startswith(f"the run was made at git commit {'0' * 40}") for w in warnings)
     assert any(w.startswith("torch was 1.0.0 for the run") for w in warnings)
     assert len(warnings) == 2
+
+
+# A run's record is editable by anyone who may edit its experiment: only what conf/ can say is rerun.
+
+def _save_overrides(client, run_id: str, overrides: list[str], tmp_path: Path) -> None:
+    import yaml
+
+    folder = tmp_path / "hydra"
+    folder.mkdir()
+    (folder / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    client.log_artifact(run_id, str(folder / "overrides.yaml"), "hydra")
+
+
+def test_saved_overrides_with_an_env_interpolation_are_refused_and_no_run_is_made(tiny_sweep, tmp_path,
+                                                                                  capsys, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "reproducers-own-secret")
+    client = tiny_sweep.client
+    run = tiny_sweep.jobs["freeze"]
+    saved = Path(client.download_artifacts(run.info.run_id, "hydra/overrides.yaml", str(tmp_path / "dl")))
+    import yaml
+
+    planted = "+x=${oc.env:MLFLOW_TRACKING_PASSWORD}"
+    # A copy of the run, so the shared sweep's runs stay as they were.
+    copy = client.create_run(tiny_sweep.experiment_id, tags={"tl.overrides": run.data.tags["tl.overrides"]})
+    client.log_artifact(copy.info.run_id, client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path)))
+    _save_overrides(client, copy.info.run_id, [*yaml.safe_load(saved.read_text()), planted], tmp_path)
+    client.set_terminated(copy.info.run_id, "FINISHED")
+
+    assert tl_command(["reproduce", copy.info.run_id, "--tracking-uri", tiny_sweep.uri]) == 2
+    captured = capsys.readouterr()
+    assert f"{planted}: holds an interpolation" in captured.err
+    assert "reproducers-own-secret" not in captured.out + captured.err
+    assert not client.search_runs([tiny_sweep.experiment_id],
+                                  filter_string=f"tags.`tl.reproduces` = '{copy.info.run_id}'")
+
+
+def test_an_interpolation_as_a_sweeper_escapes_it_is_refused_too():
+    (why,) = refusals([r"+x=$\{oc.env\:HOME\}"])
+    assert "holds an interpolation" in why
+
+
+def test_a_download_moved_to_another_source_checksum_and_folder_is_refused_naming_each(tmp_path):
+    moved = ["dataset=hymenoptera", "dataset.url=https://attacker.example.org/h.zip",
+             "dataset.content_sha256=null", f"dataset.root={tmp_path / 'not-yet-there'}"]
+    refused = refusals(moved)
+    assert len(refused) == 3
+    assert refused[0].startswith("dataset.url=https://attacker.example.org/h.zip: changes the hymenoptera "
+                                 "dataset's download")
+    assert refused[1].startswith("dataset.content_sha256=null: changes the hymenoptera dataset's download")
+    assert "tl would download or write the hymenoptera dataset there" in refused[2]
+
+
+def test_a_folder_for_a_dataset_tl_writes_itself_is_refused_unless_it_is_conf_s():
+    assert refusals(["dataset=digits", "dataset.root=/home"]) != []
+    assert refusals(["dataset=digits", "dataset.root=data/digits"]) == []
+
+
+def test_a_downloaded_dataset_already_in_another_folder_is_read_there(tmp_path):
+    assert refusals(["dataset=hymenoptera", f"dataset.root={tmp_path}"]) == []
+
+
+def test_an_image_folder_anywhere_and_ordinary_overrides_are_accepted(tmp_path):
+    assert refusals(["dataset=imagefolder", f"dataset.root={tmp_path}", "model=resnet18",
+                     "optimizer.lr=0.01", "+trainer.extra=1"]) == []
+
+
+@pytest.mark.parametrize("override", ["hydra/launcher=joblib", "+hydra.callbacks.x._target_=os.getcwd",
+                                      "hydra.job.env_set.X=1"])
+def test_overrides_of_hydra_itself_are_refused(override):
+    (why,) = refusals([override])
+    assert why.startswith(f"{override}: changes Hydra itself")

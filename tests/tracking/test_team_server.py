@@ -312,3 +312,111 @@ def test_bad_server_config_values_name_the_key(monkeypatch, override, message):
     monkeypatch.setenv("MLFLOW_FLASK_SERVER_SECRET_KEY", "k")
     with pytest.raises(ConfigError, match=message):
         ts.load([override])
+
+
+# No secret on a command line, in a file others may read, or served without logins.
+
+PG_PASSWORD = "pg-9Kx%40pass"  # percent-encoded, as a URI carries a password holding `@`
+
+
+def _process_tree(pid: int) -> list[int]:
+    """`pid` and every process below it, from /proc."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rpartition(")")[2].split()[1])
+    tree, frontier = [pid], [pid]
+    while frontier:
+        frontier = [p for p, pp in parents.items() if pp in frontier]
+        tree += frontier
+    return tree
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:  # the process ended meanwhile
+        return b""
+
+
+def test_a_started_server_puts_no_database_password_on_any_command_line(team_server, tmp_path):
+    """`tl server` with `${oc.env:...}` passwords in both database URIs (one with a `%`): every
+    process of its tree (MLflow's CLI, uvicorn, its workers) has neither password on its argv,
+    the auth app's ini is 0600 in a 0700 folder, and the server serves logins."""
+    port = free_port()
+    log_path = tmp_path / "server.log"
+    dsn = team_server.postgres.dsn.replace("mlflow@", "mlflow:${oc.env:TL_TEST_PG_PASSWORD}@")
+    env = {**os.environ, "TL_TEST_PG_PASSWORD": PG_PASSWORD, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+           "MLFLOW_AUTH_ADMIN_USERNAME": team_server.admin[0], "MLFLOW_AUTH_ADMIN_PASSWORD": team_server.admin[1],
+           "MLFLOW_FLASK_SERVER_SECRET_KEY": "tests-only-csrf-key"}
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tl", "server", f"port={port}", "workers=1", f"backend_store_uri={dsn}/mlflow",
+             f"auth.database_uri={dsn}/mlflow_auth", f"artifacts_destination={tmp_path / 'a'}"],
+            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_until_healthy(f"http://127.0.0.1:{port}", proc, log_path)
+        tree = _process_tree(proc.pid)
+        assert len(tree) >= 3, "expected tl server, MLflow's CLI and uvicorn"
+        argvs = {pid: _read(Path(f"/proc/{pid}/cmdline")) for pid in tree}
+        assert [pid for pid, argv in argvs.items() if PG_PASSWORD.encode() in argv or b"pg-9Kx" in argv] == []
+        assert b"${oc.env:TL_TEST_PG_PASSWORD}" in argvs[proc.pid]  # what was typed, not its value
+        environs = [_read(Path(f"/proc/{pid}/environ")).split(b"\0") for pid in tree]
+        (ini,) = {Path(v.split(b"=", 1)[1].decode()) for e in environs for v in e
+                  if v.startswith(b"MLFLOW_AUTH_CONFIG_PATH=")}
+        assert ini.stat().st_mode & 0o777 == 0o600 and ini.parent.stat().st_mode & 0o777 == 0o700
+        # The auth app reads the users' URI back whole: logins work (a `%` used to stop it).
+        server = SimpleNamespace(url=f"http://127.0.0.1:{port}", admin=team_server.admin)
+        assert "experiments" in api(server, "/api/2.0/mlflow/experiments/search", {"max_results": 1})
+        assert PG_PASSWORD not in log_path.read_text() and "pg-9Kx" not in log_path.read_text()
+    finally:
+        stop_group(proc)
+    assert not ini.parent.exists()  # removed on exit
+
+
+def test_the_runs_database_uri_goes_in_the_environment_never_on_argv(monkeypatch):
+    monkeypatch.setenv("MLFLOW_AUTH_ADMIN_PASSWORD", "x")
+    monkeypatch.setenv("MLFLOW_FLASK_SERVER_SECRET_KEY", "k")
+    monkeypatch.setenv("TL_TEST_PG_PASSWORD", PG_PASSWORD)
+    cfg = ts.load(["backend_store_uri=postgresql://mlflow:${oc.env:TL_TEST_PG_PASSWORD}@db:5432/mlflow"])
+    assert not any(PG_PASSWORD in a or "postgresql" in a for a in ts.command(cfg))
+    assert ts.environment(cfg) == {"MLFLOW_BACKEND_STORE_URI": f"postgresql://mlflow:{PG_PASSWORD}@db:5432/mlflow"}
+    assert PG_PASSWORD not in ts.connect_hint(cfg)
+
+
+def test_a_percent_in_the_users_database_password_reads_back_whole(monkeypatch, tmp_path):
+    from mlflow.server.auth.config import read_auth_config
+
+    monkeypatch.setenv("MLFLOW_AUTH_ADMIN_PASSWORD", "x")
+    monkeypatch.setenv("MLFLOW_FLASK_SERVER_SECRET_KEY", "k")
+    uri = f"postgresql://mlflow:{PG_PASSWORD}@db:5432/mlflow_auth"
+    cfg = ts.load([f"auth.database_uri={uri}"])
+    monkeypatch.setenv("MLFLOW_AUTH_CONFIG_PATH", str(ts.write_private(tmp_path, "basic_auth.ini", ts.auth_ini(cfg))))
+    assert read_auth_config().database_uri == uri
+
+
+def test_the_auth_ini_is_created_readable_by_its_owner_only(tmp_path):
+    ini = ts.write_private(tmp_path, "basic_auth.ini", "[mlflow]\n")
+    assert ini.stat().st_mode & 0o777 == 0o600
+    with pytest.raises(FileExistsError):  # never written through a file (or link) already there
+        ts.write_private(tmp_path, "basic_auth.ini", "[mlflow]\n")
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.10", "mlflow.lab.example.org"])
+def test_a_server_without_logins_on_a_non_loopback_host_is_refused_saying_why(host):
+    with pytest.raises(ConfigError, match="allow_insecure_open_server=true") as e:
+        ts.load([f"host={host}", "auth.enabled=false"])
+    assert "with no login" in str(e.value)
+
+
+def test_an_open_server_is_served_when_the_insecure_flag_says_so():
+    cmd = ts.command(ts.load(["host=0.0.0.0", "auth.enabled=false", "allow_insecure_open_server=true"]))
+    assert cmd[cmd.index("--host") + 1] == "0.0.0.0" and "--app-name" not in cmd
+
+
+def test_a_server_without_logins_on_loopback_needs_no_flag():
+    assert ts.load(["host=127.0.0.1", "auth.enabled=false"]).auth.enabled is False

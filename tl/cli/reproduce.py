@@ -5,6 +5,11 @@ checked against the run's logged `config.yaml`. Rerunning the saved config as is
 Hydra's composition (lightning-hydra-template#159, hydra#2720); recomposing and comparing is
 sound (hydra#3248), and it catches a config that no longer recomposes the same, whether the
 checkout's conf/ changed or the store was edited.
+
+A run's record is written by whoever may edit the experiment, so it reproduces only what conf/
+can say: saved overrides holding an interpolation (`${oc.env:...}` would be filled in from the
+reproducer's environment), changing Hydra itself, or moving a download's source, checksum or
+destination away from conf/ are refused, each named, before any run is created.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tl.errors import TLError
 from tl.runtime import paths
-from tl.tracking import readback, store
+from tl.tracking import readback, redact, store
 
 CONF_DIR = paths.conf_dir()  # as tl.train's @hydra.main sees it
 # Compared per epoch. Timings (epoch_seconds, images_per_second, train_seconds) vary run to run.
@@ -115,6 +120,63 @@ def saved_overrides(client, run, dst: Path) -> tuple[list[str], str, Path | None
                   "not logged by tl, so there is nothing to recompose its config from")
 
 
+def _key_value(override: str) -> tuple[str, str | None]:
+    key, eq, value = override.partition("=")
+    return key.lstrip("+~"), (value if eq else None)
+
+
+def refusals(overrides: list) -> list[str]:
+    """`override: why` for each saved override a reproduction will not run."""
+    out, fetched = [], []
+    for o in overrides:
+        if not isinstance(o, str):
+            out.append(f"{o!r}: not a key=value override")
+        elif redact.INTERPOLATION.search(o):
+            out.append(f"{o}: holds an interpolation, which would be filled in from the environment "
+                       "(or config) of whoever reproduces the run")
+        elif _key_value(o)[0].startswith(("hydra.", "hydra/")):
+            out.append(f"{o}: changes Hydra itself (launcher, callbacks, output), not what the run computes")
+        elif _key_value(o)[0] in ("dataset.url", "dataset.content_sha256", "dataset.root"):
+            fetched.append(o)
+    if fetched:
+        out += _moved_downloads(overrides, fetched)
+    return out
+
+
+def _moved_downloads(overrides: list[str], fetched: list[str]) -> list[str]:
+    """Overrides that point a dataset tl downloads or writes itself (its conf/ file gives it a
+    root) at another source, checksum or folder. A verified zip download (a `url`) into a
+    folder that already exists writes nothing, so that folder may differ from conf/'s."""
+    base = recompose([o for o in overrides if not _key_value(o)[0].startswith("dataset.")])
+    ds = base.dataset
+    name = ds.get("name", "?")
+    out = []
+    for o in fetched:
+        key, value = _key_value(o)
+        leaf = key.split(".", 1)[1]
+        default = ds.get(leaf) if leaf in ds and not OmegaConf.is_missing(ds, leaf) else None
+        if value == str(default) or (leaf == "root" and default is None):  # imagefolder: only read
+            continue
+        if leaf == "root":
+            if "url" in ds and value and Path(os.path.expanduser(value)).is_dir():
+                continue
+            out.append(f"{o}: tl would download or write the {name} dataset there, not at conf/'s "
+                       f"dataset.root={default!r}; put the data at that folder, or rerun the run by hand")
+        else:
+            out.append(f"{o}: changes the {name} dataset's download ({key}: conf/ says {default!r})")
+    return out
+
+
+def refuse_untrusted(run_id: str, overrides: list, source: str) -> None:
+    refused = refusals(overrides)
+    if refused:
+        raise TLError(
+            f"run {run_id}'s saved overrides ({source}) ask for what this checkout's conf/ does not say, "
+            "so tl reproduce will not run them:\n  " + "\n  ".join(refused)
+            + "\nA run's record is editable by anyone who may edit its experiment. If you trust these "
+            "overrides, read the run's tl.command tag and run it yourself.")
+
+
 def recompose(overrides: list[str]) -> DictConfig:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -194,10 +256,13 @@ def checked_config(client, run) -> tuple[DictConfig, Path | None]:
         if logged_path is None:
             raise TLError(f"run {run_id} has no config.yaml artifact: it did not get as far as "
                           "logging its config, so it cannot be reproduced")
-        logged = OmegaConf.to_container(OmegaConf.load(logged_path), resolve=True)
+        # Unresolved: an interpolation in the record must not be filled in from this environment.
+        logged = OmegaConf.to_container(OmegaConf.load(logged_path), resolve=False)
         overrides, source, launch_dir = saved_overrides(client, run, Path(tmp))
+    with _working_dir(launch_dir if launch_dir is not None and launch_dir.is_dir() else None):
+        refuse_untrusted(run_id, overrides, source)  # relative roots as the reproduction sees them
     cfg = recompose(overrides)
-    diffs = config_differences(logged, OmegaConf.to_container(cfg, resolve=True))
+    diffs = config_differences(logged, redact.recorded_config(cfg))
     if diffs:
         raise TLError(
             f"run {run_id}'s logged config.yaml differs from what its saved overrides compose to "

@@ -4,10 +4,15 @@ Runs on PostgreSQL (or any SQLAlchemy URI MLflow takes), serves artifacts itself
 (`--artifacts-destination`, no `--default-artifact-root`: clients get `mlflow-artifacts:/` URIs
 and upload and download through the server, so a job on any machine needs only the URL and a
 login), and runs MLflow's basic-auth app. The auth app reads its settings from an ini file
-named by MLFLOW_AUTH_CONFIG_PATH: tl writes one from the config, without secrets; the admin's
-login stays in the environment (MLFLOW_AUTH_ADMIN_USERNAME / MLFLOW_AUTH_ADMIN_PASSWORD), which
-MLflow reads when it creates the admin on first start, and so does the app's CSRF signing key
-(MLFLOW_FLASK_SERVER_SECRET_KEY).
+named by MLFLOW_AUTH_CONFIG_PATH: tl writes one from the config, 0600 in a private (0700)
+temporary folder removed on exit, since its `database_uri` may hold a password (MLflow reads it
+from that file only). The admin's login stays in the environment (MLFLOW_AUTH_ADMIN_USERNAME /
+MLFLOW_AUTH_ADMIN_PASSWORD), which MLflow reads when it creates the admin on first start, and so
+does the app's CSRF signing key (MLFLOW_FLASK_SERVER_SECRET_KEY).
+
+No secret goes on a command line, which every local user sees (`ps`): the runs' database URI
+reaches `mlflow server` as MLFLOW_BACKEND_STORE_URI. A server other machines reach is refused
+without logins unless `allow_insecure_open_server=true` says so.
 """
 
 from __future__ import annotations
@@ -75,6 +80,12 @@ def check(cfg: DictConfig) -> None:
     if cfg.backend_store_uri.startswith(("file:", "./", "/")) or "://" not in cfg.backend_store_uri:
         raise ConfigError(f"backend_store_uri={cfg.backend_store_uri!r} must be a database URI, e.g. "
                           "postgresql://mlflow@127.0.0.1:5432/mlflow")
+    if not cfg.auth.enabled and not is_loopback(cfg.host) and cfg.get("allow_insecure_open_server") is not True:
+        raise ConfigError(
+            f"host={cfg.host} with auth.enabled=false would let anyone who reaches port {cfg.port} read, "
+            "change and delete every run and artifact, with no login: keep auth.enabled=true, or serve "
+            "on loopback (host=127.0.0.1), or, on a network you trust, say so with "
+            "allow_insecure_open_server=true")
     if cfg.auth.enabled:
         if cfg.auth.default_permission not in PERMISSIONS:
             raise ConfigError(f"auth.default_permission={cfg.auth.default_permission!r} must be one of "
@@ -119,18 +130,39 @@ def allowed_hosts(cfg: DictConfig) -> str | None:
 
 
 def auth_ini(cfg: DictConfig) -> str:
+    """The auth app's settings. MLflow reads them with configparser's interpolation, where `%`
+    starts a reference: each literal `%` (a percent-encoded password) is written `%%`."""
     admin = os.environ.get("MLFLOW_AUTH_ADMIN_USERNAME") or "admin"
+
+    def value(v) -> str:
+        return str(v).replace("%", "%%")
+
     return ("[mlflow]\n"
-            f"default_permission = {cfg.auth.default_permission}\n"
-            f"database_uri = {cfg.auth.database_uri}\n"
-            f"admin_username = {admin}\n"
+            f"default_permission = {value(cfg.auth.default_permission)}\n"
+            f"database_uri = {value(cfg.auth.database_uri)}\n"
+            f"admin_username = {value(admin)}\n"
             "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+
+
+def write_private(folder: Path, name: str, content: str) -> Path:
+    """`content` in a file only this user may read, created so from the start (no moment with
+    the umask's permissions), in `folder` (which `tempfile.mkdtemp` makes 0700)."""
+    path = folder / name
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(content)
+    return path
+
+
+def environment(cfg: DictConfig) -> dict[str, str]:
+    """What `mlflow server` reads from its environment rather than its argv: the runs' URI."""
+    return {"MLFLOW_BACKEND_STORE_URI": cfg.backend_store_uri}
 
 
 def command(cfg: DictConfig) -> list[str]:
     artifacts = Path(os.path.expanduser(cfg.artifacts_destination)).resolve()
+    # No --backend-store-uri: the URI may hold a password (see `environment`).
     cmd = [sys.executable, "-m", "mlflow", "server",
-           "--backend-store-uri", cfg.backend_store_uri,
            "--artifacts-destination", str(artifacts), "--serve-artifacts",
            "--host", cfg.host, "--port", str(cfg.port), "--workers", str(cfg.workers)]
     hosts = allowed_hosts(cfg)
@@ -176,14 +208,11 @@ def serve(cfg: DictConfig) -> int:
     """Run the server until it exits or this process gets SIGINT/SIGTERM, which stop the whole
     server (MLflow's CLI starts uvicorn and its workers as children: they go too)."""
     Path(os.path.expanduser(cfg.artifacts_destination)).resolve().mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
+    env = {**os.environ, **environment(cfg)}
     ini_dir = None
     if cfg.auth.enabled:
-        ini_dir = tempfile.mkdtemp(prefix="tl-server-")
-        ini = Path(ini_dir) / "basic_auth.ini"
-        ini.write_text(auth_ini(cfg))
-        os.chmod(ini, 0o600)
-        env["MLFLOW_AUTH_CONFIG_PATH"] = str(ini)
+        ini_dir = tempfile.mkdtemp(prefix="tl-server-")  # 0700
+        env["MLFLOW_AUTH_CONFIG_PATH"] = str(write_private(Path(ini_dir), "basic_auth.ini", auth_ini(cfg)))
     print(connect_hint(cfg), flush=True)
     procs: list[subprocess.Popen] = []
     stopped: list[int] = []

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, open_dict, read_write
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from tl.errors import TLError
 from tl.runtime import signals
-from tl.tracking import store
+from tl.tracking import redact, store
 
 log = logging.getLogger(__name__)
 
@@ -123,16 +123,17 @@ class MlflowSweepCallback(Callback):
         from tl.sweeps import launchers
 
         uri = store.resolve_uri(config.tracking)
+        redact.protect(uri)  # the launcher logs each job's overrides
         launchers.check_store(config, uri)  # before anything is created or launched
         client = store.prepare_store(uri)
         exp_id = store.experiment_id(client, config.tracking.experiment, uri)
         sweep_dir = Path(config.hydra.sweep.dir)
-        overrides = list(config.hydra.overrides.task)
+        overrides = OmegaConf.to_container(config.hydra.overrides.task, resolve=False)  # as written
         run = client.create_run(
             exp_id,
             run_name=f"sweep {sweep_dir.name}",
             tags={"tl.role": "sweep", "tl.sweep_dir": str(sweep_dir.resolve()),
-                  "tl.overrides": " ".join(overrides), "tl.git_commit": store.git_commit()},
+                  "tl.overrides": redact.text(" ".join(overrides)), "tl.git_commit": store.git_commit()},
         )
         parent = Parent(uri, exp_id, run.info.run_id)
         # Each job's config is recomposed from these overrides plus its own (hydra's

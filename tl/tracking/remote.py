@@ -5,7 +5,8 @@ unreachable, it refuses the login (HTTP 401), or the user may not write to the e
 (HTTP 403). Each becomes one `ServerError` naming the server, the user and the fix, raised
 before any data is read or model built, and before a run exists in the store, so nothing is
 half-logged. Credentials are MLflow's own: MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD
-(or MLFLOW_TRACKING_TOKEN, or ~/.mlflow/credentials), read by MLflow's client.
+(or MLFLOW_TRACKING_TOKEN, or ~/.mlflow/credentials), read by MLflow's client, or a login in the
+URI itself (`http://alice:pw@host`, which requests sends); no message here shows its password.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import urllib.parse
 from hydra.errors import CompactHydraException
 
 from tl.errors import TLError
+from tl.tracking import redact
 
 # A reachability probe, not a request that may be slow: a server that cannot answer /health in
 # this long will not carry a run's logging either. MLflow's own client would instead retry a
@@ -27,21 +29,22 @@ CREDENTIALS = "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to your
 
 
 class ServerError(TLError, CompactHydraException):
-    """The tracking server cannot be used as configured. Hydra prints it as its message alone."""
+    """The tracking server cannot be used as configured. Hydra prints it as its message alone
+    (TLError masks a password in it)."""
 
 
 def is_remote(uri: str) -> bool:
     return urllib.parse.urlparse(str(uri)).scheme in ("http", "https")
 
 
-def _user() -> str | None:
+def _user(uri: str | None = None) -> str | None:
     from mlflow.utils.credentials import read_mlflow_creds
 
-    return read_mlflow_creds().username
+    return read_mlflow_creds().username or (urllib.parse.urlsplit(uri).username if uri else None)
 
 
-def _who() -> str:
-    user = _user()
+def _who(uri: str | None = None) -> str:
+    user = _user(uri)
     return f"user {user!r}" if user else "no user (MLFLOW_TRACKING_USERNAME is not set)"
 
 
@@ -54,7 +57,7 @@ def _request(uri: str, endpoint: str, method: str = "GET", **kw):
 
 
 def refused_login(uri: str, status: int) -> ServerError:
-    user = _user()
+    user = _user(uri)
     if user:
         return ServerError(f"the MLflow server at {uri} refused the login for user {user!r} (HTTP {status}): "
                            f"check the password; {CREDENTIALS}")
@@ -63,7 +66,7 @@ def refused_login(uri: str, status: int) -> ServerError:
 
 
 def denied(uri: str, what: str) -> ServerError:
-    return ServerError(f"the MLflow server at {uri} denied {_who()} {what} (HTTP 403): ask the server's "
+    return ServerError(f"the MLflow server at {uri} denied {_who(uri)} {what} (HTTP 403): ask the server's "
                        "admin for EDIT permission on it (README: 'A team MLflow server'), or log to "
                        "another experiment with tracking.experiment=NAME")
 
@@ -87,7 +90,7 @@ def check_server(uri: str) -> None:
         raise refused_login(uri, 401)
     if r.status_code != 200:
         raise ServerError(f"the MLflow server at {uri} answered a search with HTTP {r.status_code} "
-                          f"({_first_line(r.text)}) for {_who()}")
+                          f"({_first_line(r.text)}) for {_who(uri)}")
 
 
 def check_can_write(uri: str, experiment_id: str, name: str) -> None:
@@ -119,12 +122,15 @@ def refusals(uri: str, what: str):
             raise refused_login(uri, 401) from None
         if e.error_code == "PERMISSION_DENIED":
             raise denied(uri, what) from None
+        # MLflow's own messages name the request's URL, login included.
+        e.message = redact.text(e.message)
+        e.args = (e.message,)
         raise
 
 
 def _reason(error: Exception) -> str:
     """The socket-level cause inside MLflow's and urllib3's wrapping, e.g. `connection refused`."""
-    text = str(error)
+    text = redact.text(error)
     errno = re.search(r"\[Errno -?\d+\] ([^\"')]+)", text)
     if errno:
         return errno.group(1).strip().lower()
@@ -136,6 +142,6 @@ def _reason(error: Exception) -> str:
 
 
 def _first_line(value) -> str:
-    text = str(value).strip()
+    text = redact.text(value).strip()
     return text.splitlines()[0][:300] if text else "no message"
 

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tl.errors import TLError
 from tl.runtime.paths import project_root
-from tl.tracking import links, remote
+from tl.tracking import links, redact, remote
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ def _experiment_id(client, name: str, uri: str) -> str:
 
 
 def flatten(cfg: DictConfig) -> dict[str, str]:
-    """The resolved config as `a.b.c -> value` params."""
+    """The config as recorded (`redact.recorded_config`) as `a.b.c -> value` params."""
     out: dict[str, str] = {}
 
     def walk(node, prefix):
@@ -146,7 +146,7 @@ def flatten(cfg: DictConfig) -> dict[str, str]:
         else:
             out[prefix[:-1]] = str(node)[:MAX_PARAM_LENGTH]
 
-    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    walk(redact.recorded_config(cfg), "")
     return out
 
 
@@ -237,4 +237,4 @@ def ui_hint(uri: str, exp_id: str, run_ids: list[str] | None = None) -> str:
     lines.append(f"  runs:   {links.runs_url(base, exp_id)}")
     if run_ids:
         lines.append(f"  curves: {links.curves_url(base, [exp_id], run_ids)}")
-    return "\n".join(lines)
+    return redact.text("\n".join(lines))

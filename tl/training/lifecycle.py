@@ -12,13 +12,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from tl.errors import TLError
 
 from tl.runtime import parallel, paths, signals
 from tl.sweeps import sweep
-from tl.tracking import store
+from tl.tracking import redact, store
 from tl.training import resume
 
 log = logging.getLogger("tl")
@@ -40,7 +40,8 @@ def hydra_job() -> tuple[list[str], Path | None]:
     if not HydraConfig.initialized():
         return [], None
     hc = HydraConfig.get()
-    return list(hc.overrides.task), Path(hc.runtime.output_dir)
+    # Unresolved: an override's `${oc.env:...}` is recorded as written, never as its value.
+    return OmegaConf.to_container(hc.overrides.task, resolve=False), Path(hc.runtime.output_dir)
 
 
 def reproduce_command(overrides: list[str]) -> str:
@@ -68,7 +69,7 @@ def create(cfg: DictConfig, overrides: list[str], extra_tags: dict[str, str] | N
     }
     if parent is not None:
         tags["mlflow.parentRunId"] = parent.run_id
-    tags = {k: store.text(v) for k, v in tags.items()}
+    tags = {k: store.text(redact.text(v)) for k, v in tags.items()}
     with store.writable(uri):
         run_id = client.create_run(exp_id, run_name=run_name(cfg), tags=tags).info.run_id
     return client, run_id, (exp_id if parent is None else None)
@@ -88,10 +89,10 @@ def to_the_end(client, run_id: str, body: Callable[[], T]) -> T:
         raise
     except BaseException as e:
         end(client, run_id, "FAILED", {"tl.error_type": type(e).__name__,
-                                       "tl.error": f"{type(e).__name__}: {e}"[:5000]})
+                                       "tl.error": redact.text(f"{type(e).__name__}: {e}")[:5000]})
         why = store.unwritable(e) if isinstance(e, Exception) and not isinstance(e, TLError) else None
         if why is not None:  # a full disk or read-only store mid-run: one line for the user
-            raise store.StoreError(store.unwritable_message(client.tracking_uri, why)) from None
+            raise store.StoreError(store.unwritable_message(redact.text(client.tracking_uri), why)) from None
         raise
     end(client, run_id, "FINISHED", {})
     return result
@@ -113,9 +114,10 @@ def end(client, run_id: str, status: str, tags: dict[str, str]) -> bool:
             error = e
             log.debug("marking run %s %s failed: %s", run_id, status, e)
     first = (str(error).strip().splitlines() or [""])[0][:300]
-    print(f"tl: error: run {run_id} could not be marked {status} in {client.tracking_uri} "
-          f"({type(error).__name__}: {first}); it shows RUNNING until closed, once the store takes writes: "
-          f"tl runs close-stale --tracking-uri {client.tracking_uri}", file=sys.stderr, flush=True)
+    uri = redact.text(client.tracking_uri)
+    print(f"tl: error: run {run_id} could not be marked {status} in {uri} "
+          f"({type(error).__name__}: {redact.text(first)}); it shows RUNNING until closed, once the store takes writes: "
+          f"tl runs close-stale --tracking-uri {uri}", file=sys.stderr, flush=True)
     return False
 
 

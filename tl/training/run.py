@@ -18,7 +18,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from tl.runtime import cost, parallel
-from tl.tracking import store
+from tl.tracking import redact, store
 from tl.training import checkpoints, diagnostics, features, identity, jobs, lifecycle, loop, phases, resume
 
 log = logging.getLogger("tl")
@@ -38,6 +38,7 @@ def train(cfg: DictConfig, extra_tags: dict[str, str] | None = None) -> RunResul
 
     With `resume=RUN_ID` it continues that run instead (see `tl.training.resume`). `extra_tags`
     are set on a new run on top of (and over) its own, e.g. by `tl reproduce`."""
+    redact.protect(store.resolve_uri(cfg.tracking))  # before anything is logged or printed
     overrides, out_dir = lifecycle.hydra_job()
     entered = time.perf_counter()
     if cfg.get("resume"):
@@ -71,7 +72,7 @@ def _new(cfg: DictConfig, client, run_id: str, out_dir: Path | None, started: fl
     store.log_metrics(client, run_id, {**s.job.report.metrics, "setup_seconds": s.setup_seconds,
                                        **features.cost_metrics(s.job.feature_pass_seconds)}, step=0)
     with _staging() as work:
-        (work / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        (work / "config.yaml").write_text(redact.config_yaml(cfg))
         client.log_artifact(run_id, str(work / "config.yaml"))
         if out_dir is not None and (out_dir / ".hydra").is_dir():
             client.log_artifacts(run_id, str(out_dir / ".hydra"), "hydra")

@@ -1,0 +1,171 @@
+"""Keeping secrets out of what a run records and prints.
+
+Anyone who may read an experiment reads every run's params, tags and artifacts, and a job's
+output is often in a shared folder or a cluster's log. So what tl records and prints goes
+through here:
+
+- `text`: the password of any `scheme://user:password@host` becomes `***`, and so does the
+  value of a password-like query parameter (`?token=...`, `&password=...`).
+- `recorded_config`: a config as it is recorded: a value written as an environment
+  interpolation (`${oc.env:VAR}`, `${env:VAR}`), or one that resolves through such a value, is
+  recorded as the interpolation text, never its value; every string then goes through `text`.
+- `protect`: this process's log records are redacted as they are made, Hydra's `.hydra/` and
+  `multirun.yaml` files of the current job are redacted in place, and MLflow's own "View run
+  at" lines (which print the tracking URI whole) are switched off when the URI holds a login.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+import urllib.parse
+from pathlib import Path
+
+MASK = "***"
+
+# scheme://user:password@ : the password runs to the last `@` before the host's path, so a
+# password holding a raw `@` is masked whole. Hydra's sweepers escape `:` (and `\`, `=`, `,`,
+# brackets, spaces) in each job's overrides: `http\://alice\:pw@host` is a login too.
+_USERINFO = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*\\?://(?:\\[^:]|[^\s/?#@:'\"\\])*\\?:)"
+                       r"(?P<pw>(?:\\.|[^\s/?#'\"\\])*)@")
+_SECRET_PARAM = re.compile(
+    r"(?P<head>[?&;](?:[A-Za-z0-9]+[_.\-])*(?:password|passwd|pwd|secret|token|api[_\-]?key|access[_\-]?key|"
+    r"signature|sig|credentials?)(?:[_.\-][A-Za-z0-9]+)*=)(?P<value>[^&;#\s'\"]+)", re.IGNORECASE)
+_ENV_INTERPOLATION = re.compile(r"\$\{\s*(?:oc\.env|env)\s*:\s*([^,}\s]+)")
+INTERPOLATION = re.compile(r"\$\\?\{")  # `${`, or `$\{` as a sweeper escapes it
+
+
+def text(value) -> str:
+    """`value` as a string with every URI password and secret query value masked."""
+    s = str(value)
+    s = _USERINFO.sub(lambda m: m.group("head") + (MASK if m.group("pw") else "") + "@", s)
+    return _SECRET_PARAM.sub(lambda m: m.group("head") + MASK, s)
+
+
+def without_login(url: str) -> str:
+    """A URL for people to open: no `user:password@` in it (the browser asks for the login)."""
+    parts = urllib.parse.urlsplit(url)
+    if "@" not in parts.netloc:
+        return text(url)
+    return text(urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2])))
+
+
+def has_login(uri: str) -> bool:
+    return text(uri) != str(uri) or "@" in urllib.parse.urlsplit(str(uri)).netloc
+
+
+def env_names(raw: str) -> list[str]:
+    """The environment variables an interpolation text reads."""
+    return _ENV_INTERPOLATION.findall(raw)
+
+
+def recorded_config(cfg) -> dict:
+    """The config as a plain dict for the record: resolved, except values that are (or read
+    through) an environment interpolation, which keep their interpolation text; all redacted."""
+    from omegaconf import OmegaConf
+
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    raw = OmegaConf.to_container(cfg, resolve=False)
+    secrets = sorted({os.environ[n] for r in _leaves(raw) for n in env_names(r) if os.environ.get(n)},
+                     key=len, reverse=True)
+    return _merge(resolved, raw, secrets)
+
+
+def _leaves(node):
+    if isinstance(node, dict):
+        for v in node.values():
+            yield from _leaves(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _leaves(v)
+    elif isinstance(node, str):
+        yield node
+
+
+def _merge(resolved, raw, secrets: list[str]):
+    if isinstance(resolved, dict) and isinstance(raw, dict):
+        return {k: _merge(v, raw.get(k), secrets) for k, v in resolved.items()}
+    if isinstance(resolved, list) and isinstance(raw, list) and len(raw) == len(resolved):
+        return [_merge(v, r, secrets) for v, r in zip(resolved, raw)]
+    if isinstance(raw, str) and "${" in raw:
+        value = str(resolved)
+        if env_names(raw) or any(s in value for s in secrets):
+            return text(raw)
+    return text(resolved) if isinstance(resolved, str) else resolved
+
+
+def config_yaml(cfg) -> str:
+    """The config's `config.yaml` as recorded (see `recorded_config`)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_yaml(OmegaConf.create(recorded_config(cfg)))
+
+
+def scrub_file(path: Path) -> None:
+    """Redact a text file in place, atomically (a reader sees the old or the new file)."""
+    try:
+        before = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return
+    after = text(before)
+    if after == before:
+        return
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(after)
+        os.chmod(tmp, path.stat().st_mode & 0o777)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def scrub_hydra_output() -> None:
+    """Redact the current Hydra job's saved `.hydra/*.yaml` and its sweep's `multirun.yaml`,
+    which Hydra writes with the command line's overrides before tl runs."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return
+    hc = HydraConfig.get()
+    folders = [Path(hc.runtime.output_dir) / (hc.output_subdir or ".hydra")]
+    for folder in folders:
+        for f in sorted(folder.glob("*.yaml")) if folder.is_dir() else []:
+            scrub_file(f)
+    if hc.sweep.dir:
+        multirun = Path(hc.sweep.dir) / "multirun.yaml"
+        if multirun.is_file():
+            scrub_file(multirun)
+
+
+class _RedactedRecord(logging.LogRecord):
+    """A log record whose message is redacted once, when it is made."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        try:
+            message = self.getMessage()
+        except Exception:  # a broken format string: leave it for logging to report
+            return
+        redacted = text(message)
+        if redacted != message:
+            self.msg, self.args = redacted, ()
+
+
+def redact_logs() -> None:
+    """Every log record this process makes from now on is redacted (any logger, any handler,
+    including ones set up later, e.g. each Hydra job's log file)."""
+    if logging.getLogRecordFactory() is not _RedactedRecord:
+        logging.setLogRecordFactory(_RedactedRecord)
+
+
+def protect(uri: str | None = None) -> None:
+    """Redact this process's logs and the current Hydra job's saved files; with a tracking URI
+    that holds a login, keep MLflow from printing it in its "View run at" lines."""
+    redact_logs()
+    scrub_hydra_output()
+    if uri and has_login(uri):
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
