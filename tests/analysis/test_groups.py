@@ -109,3 +109,11 @@ def test_the_matrix_title_says_a_cell_is_the_best_over_the_other_swept_keys():
             for s in (0, 1) for lr in (0.1, 0.01)]
     (m,) = render.matrices(groups.analyse(rows)).values()
     assert m.what == "Test acc (mean over seeds; each pair's best over optimizer.lr)"
+
+
+def test_a_resumed_run_whose_total_counts_its_last_process_costs_its_train_seconds_at_least():
+    r = run("lite0", "finetune", 0, 0.9, 20.0)
+    r.train_seconds = 150.0  # cumulative over the processes; total_seconds only the last one
+    ds = analyse([r, run("lite0", "freeze", 0, 0.8, 30.0)])
+    assert ds.best.cost == 150.0
+    assert any("logged total_seconds below their train_seconds" in n for n in ds.notes)

@@ -74,7 +74,7 @@ def test_a_nan_metric_reads_as_missing_with_the_reason(store):
 
 
 def test_a_cache_hit_is_read_with_the_backbone_pass_it_reused(store):
-    client, rows = collect(store, [Job("lite0", "freeze", 0.9, total_seconds=1.5)])
+    client, rows = collect(store, [Job("lite0", "freeze", 0.9, train_seconds=0.5, total_seconds=1.5)])
     client.set_tag(rows[0].run_id, "tl.feature_cache", "hit")
     client.log_metric(rows[0].run_id, "feature_pass_seconds", 17.0)
     parent = client.get_run(rows[0].run_id).data.tags["mlflow.parentRunId"]

@@ -24,7 +24,8 @@ class Report:
 
     @cached_property
     def verdicts(self) -> dict[str, list[str]]:
-        return {ds.label: verdict.lines(ds, self.within) for ds in self.datasets.values()}
+        """Per dataset key, its verdict's lines."""
+        return {key: verdict.lines(ds, self.within) for key, ds in self.datasets.items()}
 
     @property
     def text(self) -> str:
@@ -34,7 +35,8 @@ class Report:
 
     @property
     def verdict_text(self) -> str:
-        return "\n".join(f"{label}:\n" + "\n".join("  " + x for x in lines) for label, lines in self.verdicts.items())
+        return "\n".join(f"{self.datasets[key].label}:\n" + "\n".join("  " + x for x in lines)
+                         for key, lines in self.verdicts.items())
 
     @property
     def markdown(self) -> str:
@@ -70,8 +72,9 @@ def analyse(rows: list[runs.Row], title: str = "", parent_run_id: str = "", expe
 def report(client_or_uri, parent_run_id: str, confidence: float = stats.CONFIDENCE, within: float = 1.0,
            with_agreement: bool = True) -> Report:
     """The answer of the sweep whose parent run is `parent_run_id`, from a client or a store URI."""
+    uri = client_or_uri if isinstance(client_or_uri, str) else "this store"
     client = readback.open_client(client_or_uri) if isinstance(client_or_uri, str) else client_or_uri
-    parent = client.get_run(parent_run_id)
+    parent = readback.get_run(client, parent_run_id, uri)
     exp = parent.info.experiment_id
     rows = runs.collect(client, parent_run_id, exp)
     out = analyse(rows, parent.info.run_name or parent_run_id, parent_run_id, exp, confidence, within)

@@ -128,6 +128,10 @@ def _choose_cost(done) -> tuple[str | None, list[str]]:
         if hits:
             notes.append(f"{len(hits)} run(s) reused cached backbone features: their cost adds back the "
                          "backbone pass they reused (feature_pass_seconds), the cost they would have had alone")
+        short = [r for r in done if r.train_seconds is not None and r.total_seconds < r.train_seconds]
+        if short:
+            notes.append(f"{len(short)} run(s) logged total_seconds below their train_seconds (a resume that "
+                         "counted its last process only): costed at their train_seconds at least")
         if unknown:
             notes.append(f"{len(unknown)} cache hit(s) logged no feature_pass_seconds (older runs): their "
                          "cost leaves out the backbone pass and looks cheaper than a run alone")

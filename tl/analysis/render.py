@@ -178,17 +178,17 @@ def md_table(header, body, right) -> list[str]:
 
 def markdown(title: str, parent_id: str, rows: list[Row], datasets: dict[str, Dataset], verdicts) -> str:
     """table.md: the runs, each dataset's groups and verdict, and the matrices. `verdicts`:
-    dataset label -> verdict lines."""
+    dataset key -> verdict lines."""
     header, body = table(rows, datasets)
     out = [f"# tl compare: {title}", "",
            f"Parent run `{parent_id}`; `*` marks the runs of each dataset's best group.", ""]
     out += md_table(header, body, RIGHT)
-    for ds in datasets.values():
+    for key, ds in datasets.items():
         if not ds.groups:
             continue
         out += ["", f"## Seed groups ({ds.label})", ""]
         out += md_table(*group_table(ds), group_right(ds))
-        out += ["", group_legend(ds, md=True), "", "**Verdict.** " + " ".join(verdicts[ds.label])]
+        out += ["", group_legend(ds, md=True), "", "**Verdict.** " + " ".join(verdicts[key])]
     for ds, m in matrices(datasets).items():
         out += ["", f"## {m.what}, backbone x strategy ({ds})", "",
                 "| backbone | " + " | ".join(m.strategies) + " |", "|---|" + "---:|" * len(m.strategies)]
@@ -312,8 +312,8 @@ def text(rows: list[Row], datasets: dict[str, Dataset], verdicts) -> list[str]:
         out += aligned(*group_table(ds), group_right(ds))
         out.append(group_legend(ds))
     out += matrix_lines(matrices(datasets))
-    for ds in datasets.values():
-        out += ["", f"Verdict ({ds.label}):", *("  " + line for line in verdicts[ds.label])]
+    for key, ds in datasets.items():
+        out += ["", f"Verdict ({ds.label}):", *("  " + line for line in verdicts[key])]
     return out
 
 

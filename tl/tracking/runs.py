@@ -69,12 +69,15 @@ class Row:
     @property
     def cost_alone(self) -> float | None:
         """Seconds the run would have taken alone: a feature-cache hit adds back the backbone pass
-        it reused (the first run of a sweep paid it for the rest)."""
+        it reused (the first run of a sweep paid it for the rest). A resumed run logged before
+        total_seconds summed its processes can show less than its (cumulative) train_seconds:
+        it costs at least those."""
         if self.total_seconds is None:
             return None
+        total = max(self.total_seconds, self.train_seconds or 0.0)
         if self.feature_cache == "hit" and self.feature_pass_seconds is not None:
-            return self.total_seconds + self.feature_pass_seconds
-        return self.total_seconds
+            return total + self.feature_pass_seconds
+        return total
 
 
 @dataclass(frozen=True)
