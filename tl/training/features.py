@@ -40,6 +40,7 @@ from tl.runtime import seeding
 from tl.runtime.io import load_tensors
 from tl.runtime.paths import resolve
 from tl.runtime.precision import autocast
+from tl.training import identity
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +89,6 @@ def cache_key(cfg, backbone: Backbone, precision: str) -> str:
     """The entry's name: everything the features depend on. Call it once the data is on disk
     (`datasets.materialise`): it reads the data's content."""
     from omegaconf import OmegaConf
-
-    from tl.training import identity
 
     dataset = OmegaConf.to_container(cfg.dataset, resolve=True)
     root = resolve(cfg.dataset.root)
