@@ -335,3 +335,13 @@ def test_an_errors_suggested_fix_works_and_never_trains_on_test(tmp_path, make):
     for ds in (s.train, s.val):  # judged from the root the user first gave
         parts = {part for p, _ in ds.samples for part in p.relative_to(root).parts[:-1]}
         assert not [part for part in parts if layout.split_of(part) == "test"], parts
+
+
+def test_a_zips_macos_folder_and_a_nas_thumbnail_folder_are_neither_splits_nor_classes_nor_images(tmp_path):
+    root = with_splits(tmp_path, ["train", "val", "test"])
+    shutil.copytree(root / "train", root / "__MACOSX" / "train")
+    for split in ("train", "val"):
+        shutil.copytree(root / split / "ants", root / split / "bees" / "@eaDir")  # thumbnails of every photo
+    s = build(root)
+    assert s.classes == ["ants", "bees"] and not s.skipped
+    assert (len(s.train), len(s.val), len(s.test)) == (12, 12, 12)

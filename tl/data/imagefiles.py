@@ -26,8 +26,10 @@ log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff",
                     ".webp", ".gif")
-# Files operating systems leave in folders: metadata, never data, so never a finding.
-OS_FILES = ("thumbs.db", "ehthumbs.db", "desktop.ini")
+# What operating systems, archivers and NAS boxes leave in folders: metadata, never data (a
+# Synology @eaDir holds a thumbnail of every photo), so never a class, an image or a finding.
+OS_FILES = ("thumbs.db", "ehthumbs.db", "desktop.ini", "__macosx", "@eadir", "$recycle.bin",
+            "system volume information", "lost+found")
 ORIENTATION = 0x0112  # the EXIF tag phone cameras set instead of rotating the pixels
 WIDE_GRAY = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # 16-bit grayscale (PNG, TIFF)
 
@@ -46,8 +48,9 @@ def display(path) -> str:
 
 
 def is_hidden(name: str) -> bool:
-    """Hidden (.DS_Store, macOS ._* resource forks, .ipynb_checkpoints) or Windows' metadata
-    (Thumbs.db, desktop.ini): ignored everywhere, silently."""
+    """Hidden (.DS_Store, macOS ._* resource forks, .ipynb_checkpoints) or other systems'
+    metadata (Thumbs.db, desktop.ini, a zip's __MACOSX/, a NAS's @eaDir/): ignored everywhere,
+    silently."""
     return name.startswith(".") or name.lower() in OS_FILES
 
 
