@@ -108,12 +108,6 @@ def cache_key(cfg, backbone: Backbone, precision: str) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
-def cost_metrics(pass_seconds: float | None) -> dict[str, float]:
-    """`feature_pass_seconds` for a run on cached features: on a miss the seconds its backbone
-    pass took, on a hit the seconds the entry's miss took (what the hit saved)."""
-    return {} if pass_seconds is None else {"feature_pass_seconds": float(pass_seconds)}
-
-
 def load(path: Path) -> Features | None:
     if not path.is_file():
         return None
