@@ -74,9 +74,25 @@ def to_rgb(im: Image.Image) -> Image.Image:
         # PIL's own conversion clips 16-bit values at 255, which turns most pixels white.
         wide = np.clip(np.asarray(im, dtype=np.float64), 0, 65535) / 257.0
         return Image.fromarray(np.rint(wide).astype(np.uint8)).convert("RGB")
+    if im.mode == "F":
+        return _float_to_rgb(im)
     if im.mode in ("P", "PA", "LA", "RGBA") or "transparency" in im.info:
         im = im.convert("RGBA")  # palette/alpha images composite predictably this way
     return im.convert("RGB")
+
+
+def _float_to_rgb(im: Image.Image) -> Image.Image:
+    """32-bit float pixels (TIFFs from scientific and medical tools): read as fractions of
+    white when within [0, 1], as 8-bit levels within [0, 255]. Any other range (CT's
+    Hounsfield units, say) has no one meaning as brightness, so it is refused by name rather
+    than clipped (PIL's own conversion makes most such images black)."""
+    a = np.asarray(im, dtype=np.float64)
+    low, high = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+    if not (np.isfinite(low) and np.isfinite(high)) or low < 0 or high > 255:
+        raise ValueError(f"32-bit float pixels from {low:g} to {high:g}: tl reads float images with values "
+                         "in [0, 1] or [0, 255]; convert it to 8 or 16 bits with the windowing you want")
+    scaled = a * 255.0 if high <= 1.0 else a
+    return Image.fromarray(np.rint(scaled).astype(np.uint8)).convert("RGB")
 
 
 def load_rgb(path: Path) -> Image.Image:
