@@ -326,3 +326,16 @@ def _transparent_palette(path):
     im = Image.new("P", (4, 4), 1)
     im.putpalette([255, 0, 0, 0, 0, 255] + [0] * 762)
     im.save(path, transparency=0)
+
+
+def test_float_images_in_unit_range_load_as_fractions_of_white(tmp_path):
+    Image.fromarray(np.full((4, 4), 0.5, dtype=np.float32)).save(tmp_path / "unit.tif")
+    assert tuple(np.asarray(load_rgb(tmp_path / "unit.tif"))[1, 1]) == (128, 128, 128)
+
+
+def test_float_images_in_another_range_are_skipped_naming_the_range(tmp_path):
+    root = make_image_folder(tmp_path / "d")
+    ct = np.linspace(-1000, 3000, 64, dtype=np.float32).reshape(8, 8)  # Hounsfield units
+    Image.fromarray(ct).save(root / "train" / "ants" / "ct.tif")
+    reason = skipped(splits(root))["ct.tif"]
+    assert "32-bit float pixels from -1000 to 3000" in reason and "convert it to 8 or 16 bits" in reason

@@ -294,7 +294,7 @@ def _suggested(message: str) -> list[str]:
     """The `dataset.*=VALUE` overrides an error suggests, as overrides."""
     import re
 
-    return re.findall(r"(dataset\.(?:root|splits\.\w+)=[^\s,;()]+)", message)
+    return re.findall(r"(dataset\.(?:root|val_fraction|splits\.\w+)=[^\s,;()]+)", message)
 
 
 def _nested_in_test(tmp_path):
@@ -318,20 +318,42 @@ def _classes_one_too_deep(tmp_path):
     return tmp_path / "outer"
 
 
-@pytest.mark.parametrize("make", [_nested_in_test, _one_too_high, _classes_one_too_deep,
-                                  lambda p: with_splits(p, ["train", "val", "validation"])])
-def test_an_errors_suggested_fix_works_and_never_trains_on_test(tmp_path, make):
+# (layout, overrides that make it fail, which suggested fix to take, what FOLDER stands for)
+CASES = {
+    "nested in test": (_nested_in_test, (), "dataset.splits.test=", None),
+    "one folder too high": (_one_too_high, (), "dataset.root=", None),
+    "classes one too deep": (_classes_one_too_deep, (), "dataset.root=", None),
+    "two val folders": (lambda p: with_splits(p, ["train", "val", "validation"]), (), "dataset.splits.val=", "validation"),
+    "a split with another name": (lambda p: with_splits(p, ["train", "val", "holdout"]), (), "dataset.splits.test=",
+                                  "holdout"),
+    "no val and no val_fraction": (lambda p: with_splits(p, ["train", "test"]), ("dataset.val_fraction=null",),
+                                   "dataset.val_fraction=", None),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_an_errors_suggested_fix_works_and_never_trains_on_test(tmp_path, case):
+    make, failing, prefix, folder = CASES[case]
     root = make(tmp_path)
-    with pytest.raises(DataError) as e:
-        build(root)
-    fixes = _suggested(str(e.value))
-    assert fixes, str(e.value)
-    fix = fixes[0]
-    if fix.startswith("dataset.splits."):
-        fix = fix.replace("=FOLDER", "=validation")
-        s = build(root, fix)
+    with pytest.raises((DataError, ConfigError)) as e:
+        build(root, *failing)
+    fix = next((f for f in _suggested(str(e.value)) if f.startswith(prefix)), None)
+    assert fix, str(e.value)
+    fix = fix.replace("=FOLDER", f"={folder}")
+    if fix.startswith("dataset.root="):
+        s = build(fix.split("=", 1)[1], *failing)
     else:
-        s = build(fix.split("=", 1)[1])
+        s = build(root, *failing, fix)
     for ds in (s.train, s.val):  # judged from the root the user first gave
         parts = {part for p, _ in ds.samples for part in p.relative_to(root).parts[:-1]}
         assert not [part for part in parts if layout.split_of(part) == "test"], parts
+
+
+def test_a_zips_macos_folder_and_a_nas_thumbnail_folder_are_neither_splits_nor_classes_nor_images(tmp_path):
+    root = with_splits(tmp_path, ["train", "val", "test"])
+    shutil.copytree(root / "train", root / "__MACOSX" / "train")
+    for split in ("train", "val"):
+        shutil.copytree(root / split / "ants", root / split / "bees" / "@eaDir")  # thumbnails of every photo
+    s = build(root)
+    assert s.classes == ["ants", "bees"] and not s.skipped
+    assert (len(s.train), len(s.val), len(s.test)) == (12, 12, 12)

@@ -26,8 +26,10 @@ log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff",
                     ".webp", ".gif")
-# Files operating systems leave in folders: metadata, never data, so never a finding.
-OS_FILES = ("thumbs.db", "ehthumbs.db", "desktop.ini")
+# What operating systems, archivers and NAS boxes leave in folders: metadata, never data (a
+# Synology @eaDir holds a thumbnail of every photo), so never a class, an image or a finding.
+OS_FILES = ("thumbs.db", "ehthumbs.db", "desktop.ini", "__macosx", "@eadir", "$recycle.bin",
+            "system volume information", "lost+found")
 ORIENTATION = 0x0112  # the EXIF tag phone cameras set instead of rotating the pixels
 WIDE_GRAY = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # 16-bit grayscale (PNG, TIFF)
 
@@ -46,8 +48,9 @@ def display(path) -> str:
 
 
 def is_hidden(name: str) -> bool:
-    """Hidden (.DS_Store, macOS ._* resource forks, .ipynb_checkpoints) or Windows' metadata
-    (Thumbs.db, desktop.ini): ignored everywhere, silently."""
+    """Hidden (.DS_Store, macOS ._* resource forks, .ipynb_checkpoints) or other systems'
+    metadata (Thumbs.db, desktop.ini, a zip's __MACOSX/, a NAS's @eaDir/): ignored everywhere,
+    silently."""
     return name.startswith(".") or name.lower() in OS_FILES
 
 
@@ -71,9 +74,25 @@ def to_rgb(im: Image.Image) -> Image.Image:
         # PIL's own conversion clips 16-bit values at 255, which turns most pixels white.
         wide = np.clip(np.asarray(im, dtype=np.float64), 0, 65535) / 257.0
         return Image.fromarray(np.rint(wide).astype(np.uint8)).convert("RGB")
+    if im.mode == "F":
+        return _float_to_rgb(im)
     if im.mode in ("P", "PA", "LA", "RGBA") or "transparency" in im.info:
         im = im.convert("RGBA")  # palette/alpha images composite predictably this way
     return im.convert("RGB")
+
+
+def _float_to_rgb(im: Image.Image) -> Image.Image:
+    """32-bit float pixels (TIFFs from scientific and medical tools): read as fractions of
+    white when within [0, 1], as 8-bit levels within [0, 255]. Any other range (CT's
+    Hounsfield units, say) has no one meaning as brightness, so it is refused by name rather
+    than clipped (PIL's own conversion makes most such images black)."""
+    a = np.asarray(im, dtype=np.float64)
+    low, high = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+    if not (np.isfinite(low) and np.isfinite(high)) or low < 0 or high > 255:
+        raise ValueError(f"32-bit float pixels from {low:g} to {high:g}: tl reads float images with values "
+                         "in [0, 1] or [0, 255]; convert it to 8 or 16 bits with the windowing you want")
+    scaled = a * 255.0 if high <= 1.0 else a
+    return Image.fromarray(np.rint(scaled).astype(np.uint8)).convert("RGB")
 
 
 def load_rgb(path: Path) -> Image.Image:

@@ -140,10 +140,11 @@ def _explicit(root: Path, splits) -> dict[str, Path]:
 
 
 def _by_name(root: Path, top: list[str], named: dict, claimed: set):
-    """Split folders found by name: ({split: [folders]}, folders set aside). A name that is
-    only one of a folder's words (`test_tube`) is a split only when the folder holds folders:
-    a folder of images with such a name is a class. Folders holding images directly with a
-    split's or a prediction set's name are candidates to set aside (unlabelled)."""
+    """Split folders found by name: ({split: [folders]}, unlabelled candidates, look-alikes of
+    a split named explicitly). A name that is only one of a folder's words (`test_tube`) is a
+    split only when the folder holds folders: a folder of images with such a name is a class.
+    Folders holding images directly with a split's or a prediction set's name are candidates
+    to set aside (unlabelled)."""
     by_name: dict[str, list[Path]] = defaultdict(list)
     flat, aside = [], []
     for name in top:
@@ -176,7 +177,7 @@ def find(root: Path, splits=None) -> Layout:
     claimed = {_top(f, root) for f in named.values()}
     by_name, flat, aside = _by_name(root, top, named, claimed)
     if "train" in named or [f for f in by_name.get("train", []) if f not in flat]:
-        aside += flat
+        aside += [f for f in flat if f not in aside]
         by_name = {s: [f for f in found if f not in flat] for s, found in by_name.items()}
     for s, found in by_name.items():
         if len(found) > 1:

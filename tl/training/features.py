@@ -40,6 +40,7 @@ from tl.runtime import seeding
 from tl.runtime.io import load_tensors
 from tl.runtime.paths import resolve
 from tl.runtime.precision import autocast
+from tl.training import identity
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +90,6 @@ def cache_key(cfg, backbone: Backbone, precision: str) -> str:
     (`datasets.materialise`): it reads the data's content."""
     from omegaconf import OmegaConf
 
-    from tl.training import identity
-
     dataset = OmegaConf.to_container(cfg.dataset, resolve=True)
     root = resolve(cfg.dataset.root)
     parts = {
@@ -107,12 +106,6 @@ def cache_key(cfg, backbone: Backbone, precision: str) -> str:
         "torch": torch.__version__,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
-
-
-def cost_metrics(pass_seconds: float | None) -> dict[str, float]:
-    """`feature_pass_seconds` for a run on cached features: on a miss the seconds its backbone
-    pass took, on a hit the seconds the entry's miss took (what the hit saved)."""
-    return {} if pass_seconds is None else {"feature_pass_seconds": float(pass_seconds)}
 
 
 def load(path: Path) -> Features | None:

@@ -59,6 +59,14 @@ class Job:
     feature_pass_seconds: float | None = None  # on cached features: what the backbone pass took (a hit: saved)
 
     @property
+    def cost_metrics(self) -> dict[str, float]:
+        """`feature_pass_seconds` on cached features: a miss's own backbone pass (data read
+        included), or on a hit the pass its entry's miss took: what the hit saved."""
+        if self.feature_pass_seconds is None:
+            return {}
+        return {"feature_pass_seconds": float(self.feature_pass_seconds)}
+
+    @property
     def loop_rt(self) -> machine.Runtime:
         """The runtime the epoch loop and the diagnostics run in."""
         if self.head_precision is None:

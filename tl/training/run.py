@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tl.runtime import cost, parallel
 from tl.tracking import redact, store
-from tl.training import checkpoints, diagnostics, features, identity, jobs, lifecycle, loop, phases, resume
+from tl.training import checkpoints, diagnostics, identity, jobs, lifecycle, loop, phases, resume
 
 log = logging.getLogger("tl")
 
@@ -70,7 +70,7 @@ def _new(cfg: DictConfig, client, run_id: str, out_dir: Path | None, started: fl
     client.set_tag(run_id, "tl.precision", f"{rt.precision} ({rt.precision_reason})")
     client.set_tag(run_id, "tl.feature_cache", s.job.feature_cache)  # hit, miss or off
     store.log_metrics(client, run_id, {**s.job.report.metrics, "setup_seconds": s.setup_seconds,
-                                       **features.cost_metrics(s.job.feature_pass_seconds)}, step=0)
+                                       **s.job.cost_metrics}, step=0)
     with _staging() as work:
         (work / "config.yaml").write_text(redact.config_yaml(cfg))
         client.log_artifact(run_id, str(work / "config.yaml"))
