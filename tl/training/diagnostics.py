@@ -274,10 +274,10 @@ def predict(model, loader, prep, rt, n_items: int, n_samples: int = MAX_SAMPLES)
     return targets, preds, samples
 
 
-def log_best(client, run_id: str, model, checkpoint: Path, job) -> None:
+def log_best(client, run_id: str, model, checkpoint: Path | None, job) -> None:
     """Diagnostics of the best checkpoint (the model whose val accuracy the run reports as
-    `best_val_acc`), not of the final epoch's weights."""
-    if checkpoint.is_file():  # absent with tracking.log_checkpoint=false: the final weights, then
+    `best_val_acc`), not of the final epoch's weights; `checkpoint` None: the model as it is."""
+    if checkpoint is not None and checkpoint.is_file():  # absent with tracking.log_checkpoint=false: the final weights, then
         from tl.training.checkpoints import load_model
 
         state = load_tensors(checkpoint, map_location=job.rt.device)

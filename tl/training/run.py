@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tl.runtime import cost, parallel
 from tl.tracking import store
-from tl.training import checkpoints, diagnostics, identity, jobs, lifecycle, loop, phases, resume
+from tl.training import checkpoints, diagnostics, head_grid, identity, jobs, lifecycle, loop, phases, resume
 
 log = logging.getLogger("tl")
 
@@ -58,6 +58,7 @@ def train(cfg: DictConfig, extra_tags: dict[str, str] | None = None) -> RunResul
 def _new(cfg: DictConfig, client, run_id: str, out_dir: Path | None, started: float) -> RunResult:
     # The config first, so even a run that fails at once says what it was.
     store.log_params(client, run_id, store.flatten(cfg))
+    grid = head_grid.requested(cfg)
     s = jobs.build(cfg)
     for k, v in identity.tags(cfg, s.model).items():
         client.set_tag(run_id, k, v)
@@ -78,6 +79,8 @@ def _new(cfg: DictConfig, client, run_id: str, out_dir: Path | None, started: fl
         for name, content in files.items():
             (work / name).write_text(content, encoding="utf-8")
             client.log_artifact(run_id, str(work / name))
+        if grid:  # many heads at once in place of the epoch loop
+            return _grid(cfg, client, run_id, s, started)
         ckpts = checkpoints.RunCheckpoints(client, run_id, staging=work, head_only=_head_only(s))
         return _fit(cfg, client, run_id, s, ckpts, checkpoints.Progress(), loop.grad_scaler(s.job.loop_rt.precision),
                     started)
@@ -115,6 +118,16 @@ def _fit(cfg, client, run_id, s: jobs.Setup, ckpts, done: checkpoints.Progress, 
         ckpts.finish()
     store.log_metrics(client, run_id, {"total_seconds": time.perf_counter() - started}, step=cfg.trainer.epochs)
     return RunResult(run_id, end.best, end.best_epoch, end.seconds, None if test is None else test["test_acc"])
+
+
+def _grid(cfg, client, run_id, s: jobs.Setup, started: float) -> RunResult:
+    """A grid of heads (`tl.training.head_grid`): the run reports and diagnoses its best head."""
+    with parallel.intra_op_threads(s.job.threads):
+        best, best_epoch, seconds = head_grid.fit(cfg, client, run_id, s)
+        diagnostics.log_best(client, run_id, s.model, None, s.job)
+        test = diagnostics.log_test(client, run_id, s.job, cfg.trainer.epochs) if s.job.test_loader else None
+    store.log_metrics(client, run_id, {"total_seconds": time.perf_counter() - started}, step=cfg.trainer.epochs)
+    return RunResult(run_id, best, best_epoch, seconds, None if test is None else test["test_acc"])
 
 
 def _head_only(s: jobs.Setup) -> dict | None:
