@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from tl.data.imagefiles import display
+from tl.runtime import timeline
 from tl.runtime.io import load_tensors
 from tl.tracking import store
 from tl.training.diagnostic_figures import FIGURES
@@ -69,6 +70,7 @@ def _shown(p: Predictions, shown: dict) -> list:
     return p.samples
 
 
+@timeline.part("diagnostics")
 def log_best(client, run_id: str, model, checkpoint: Path | None, job) -> None:
     """Diagnostics of the best checkpoint (the model whose val accuracy the run reports as
     `best_val_acc`), not of the final epoch's weights; `checkpoint` None: the model as it is."""
@@ -81,6 +83,7 @@ def log_best(client, run_id: str, model, checkpoint: Path | None, job) -> None:
     log_diagnostics(client, run_id, p.targets, p.preds, list(job.classes), _shown(p, job.shown))
 
 
+@timeline.part("diagnostics")
 def log_test(client, run_id: str, job, step: int) -> dict[str, float]:
     """The model as it is now (`log_best` loaded the val-selected checkpoint) on the test split,
     in one pass: `test_acc`, `test_loss` and the test diagnostics. Nothing reads them back:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from tl.runtime import cost, parallel
+from tl.runtime import cost, parallel, timeline
 from tl.tracking import store
 from tl.training import checkpoints, diagnostics, head_grid, identity, jobs, lifecycle, loop, phases, resume
 
@@ -40,15 +40,21 @@ def train(cfg: DictConfig, extra_tags: dict[str, str] | None = None) -> RunResul
     are set on a new run on top of (and over) its own, e.g. by `tl reproduce`."""
     overrides, out_dir = lifecycle.hydra_job()
     entered = time.perf_counter()
+    trace = timeline.begin()
     if cfg.get("resume"):
-        client, run_id, cfg = resume.reopen(cfg, overrides)
+        with timeline.part("store"):
+            client, run_id, cfg = resume.reopen(cfg, overrides)
         exp_id = client.get_run(run_id).info.experiment_id
         started = cost.process_start()
+        trace.add("imports", entered - started)
         result = lifecycle.to_the_end(client, run_id, lambda: _resumed(cfg, client, run_id, started))
     else:
-        client, run_id, exp_id = lifecycle.create(cfg, overrides, extra_tags)
+        with timeline.part("store"):
+            client, run_id, exp_id = lifecycle.create(cfg, overrides, extra_tags)
         # A sweep's job starts here; a single run with its process (imports, start-up included).
         started = cost.process_start() if exp_id is not None else entered
+        if exp_id is not None:
+            trace.add("imports", entered - started)
         result = lifecycle.to_the_end(client, run_id, lambda: _new(cfg, client, run_id, out_dir, started))
     if exp_id is not None:
         print("Open the run in MLflow:\n" + store.ui_hint(store.resolve_uri(cfg.tracking), exp_id, [run_id]))
@@ -104,7 +110,8 @@ def _fit(cfg, client, run_id, s: jobs.Setup, ckpts, done: checkpoints.Progress, 
          started: float) -> RunResult:
     threads = s.job.threads if len(s.schedule) == 1 else None  # a later phase may run the backbone
     with parallel.intra_op_threads(threads):
-        end, s = loop.run_epochs(cfg, client, run_id, s, scaler, ckpts, done)
+        with timeline.part("epochs"):
+            end, s = loop.run_epochs(cfg, client, run_id, s, scaler, ckpts, done)
         name = lifecycle.run_name(cfg)
         log.info("%s: best val acc %.4f at epoch %d", name, end.best, end.best_epoch)
         diagnostics.log_best(client, run_id, s.model, ckpts.dir / checkpoints.BEST, s.job)
@@ -115,19 +122,27 @@ def _fit(cfg, client, run_id, s: jobs.Setup, ckpts, done: checkpoints.Progress, 
                      s.job.n_test)
         # Only now is the resume point no longer needed: a run stopped during its diagnostics
         # resumes after its last epoch instead of training again from the first.
-        ckpts.finish()
-    store.log_metrics(client, run_id, {"total_seconds": time.perf_counter() - started}, step=cfg.trainer.epochs)
+        with timeline.part("exit"):
+            ckpts.finish()
+    _log_total(client, run_id, started, cfg.trainer.epochs)
     return RunResult(run_id, end.best, end.best_epoch, end.seconds, None if test is None else test["test_acc"])
 
 
 def _grid(cfg, client, run_id, s: jobs.Setup, started: float) -> RunResult:
     """A grid of heads (`tl.training.head_grid`): the run reports and diagnoses its best head."""
     with parallel.intra_op_threads(s.job.threads):
-        best, best_epoch, seconds = head_grid.fit(cfg, client, run_id, s)
+        with timeline.part("epochs"):
+            best, best_epoch, seconds = head_grid.fit(cfg, client, run_id, s)
         diagnostics.log_best(client, run_id, s.model, None, s.job)
         test = diagnostics.log_test(client, run_id, s.job, cfg.trainer.epochs) if s.job.test_loader else None
-    store.log_metrics(client, run_id, {"total_seconds": time.perf_counter() - started}, step=cfg.trainer.epochs)
+    _log_total(client, run_id, started, cfg.trainer.epochs)
     return RunResult(run_id, best, best_epoch, seconds, None if test is None else test["test_acc"])
+
+
+def _log_total(client, run_id: str, started: float, step: int) -> None:
+    """The run's whole cost, and where it went (`tl.runtime.timeline`)."""
+    store.log_metrics(client, run_id, {"total_seconds": time.perf_counter() - started,
+                                       **timeline.current_metrics()}, step=step)
 
 
 def _head_only(s: jobs.Setup) -> dict | None:

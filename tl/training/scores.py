@@ -3,13 +3,15 @@ and F1 of predictions against targets, by scikit-learn, as plain lists and dicts
 
 from __future__ import annotations
 
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
-
 
 def confusion(targets: list[int], preds: list[int], n_classes: int) -> list[list[int]]:
     """Counts, rows = true class, columns = predicted class."""
     if not targets:  # scikit-learn refuses an empty split; its matrix is all zeros
         return [[0] * n_classes for _ in range(n_classes)]
+    # Imported here for start-up time: scikit-learn brings scipy.stats, needed only once a
+    # run's epochs are over.
+    from sklearn.metrics import confusion_matrix
+
     return confusion_matrix(targets, preds, labels=list(range(n_classes))).tolist()
 
 
@@ -19,6 +21,8 @@ def per_class(targets: list[int], preds: list[int], classes: list[str]) -> list[
     labels = list(range(len(classes)))
     if not targets:
         return [{"class": c, "precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0} for c in classes]
+    from sklearn.metrics import precision_recall_fscore_support  # start-up time, as above
+
     p, r, f, s = precision_recall_fscore_support(targets, preds, labels=labels, zero_division=0)
     return [{"class": c, "precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
             for i, c in enumerate(classes)]
