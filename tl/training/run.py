@@ -102,7 +102,8 @@ def _resumed(cfg: DictConfig, client, run_id: str, started: float) -> RunResult:
         saved_in = phases.at(s.schedule, ckpts.saved_epoch())
         if saved_in is not s.phase:
             s = jobs.enter(s, saved_in)
-        done = ckpts.restore(s.model, s.optimizer, s.scheduler, scaler, s.generator)
+        with timeline.part("checkpoint"):
+            done = ckpts.restore(s.model, s.optimizer, s.scheduler, scaler, s.generator)
         return _fit(cfg, client, run_id, s, ckpts, done, scaler, started)
 
 
