@@ -96,6 +96,9 @@ def test_a_grid_without_values_or_with_a_negative_rate_is_a_config_error():
         head_grid.settings([], [0.0])
     with pytest.raises(ConfigError, match="head_grid.wds"):
         head_grid.settings([0.1], [-1.0])
+    with pytest.raises(ConfigError, match="list of numbers"):
+        head_grid.settings(["fast"], [0.0])
+    assert head_grid.settings(0.1, 0.0) == [(0.1, 0.0)]  # one value is a grid of one
 
 
 def test_a_freeze_run_with_a_grid_logs_the_table_and_reports_its_best_head(fast_overrides, store, tmp_path):
@@ -113,6 +116,7 @@ def test_a_freeze_run_with_a_grid_logs_the_table_and_reports_its_best_head(fast_
     summary = json.loads(Path(client.download_artifacts(result.run_id, "diagnostics/per_class.json",
                                                          str(tmp_path))).read_text())
     assert summary["accuracy"] == pytest.approx(result.best_val_acc)  # diagnostics of the best head
+    assert "checkpoints/best.pt" in {a.path for a in client.list_artifacts(result.run_id, "checkpoints")}
 
 
 def test_a_grid_on_a_strategy_without_cached_features_is_refused_with_the_fix(fast_overrides):

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from omegaconf import ListConfig
 from torch import nn
 
 from tl.errors import ConfigError, not_one_of
@@ -53,9 +54,17 @@ class HeadCurve:
                 "best_epoch": self.best_epoch, "final_val_acc": self.curves["val_acc"][-1]}
 
 
+def _values(values, key: str) -> list[float]:
+    values = values if isinstance(values, (list, tuple, ListConfig)) else [] if values is None else [values]
+    try:
+        return [float(v) for v in values]
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}={list(values)!r} must be a list of numbers, e.g. {key}=[0.001,0.01]") from None
+
+
 def settings(lrs, wds) -> list[tuple[float, float]]:
     """The grid's (lr, weight decay) pairs, learning rate major."""
-    lrs, wds = [float(x) for x in lrs], [float(x) for x in wds]
+    lrs, wds = _values(lrs, "head_grid.lrs"), _values(wds, "head_grid.wds")
     if not lrs or not wds:
         raise ConfigError("head_grid.lrs and head_grid.wds must each hold at least one value")
     for key, values, ok in (("head_grid.lrs", lrs, lambda v: v > 0), ("head_grid.wds", wds, lambda v: v >= 0)):
@@ -207,9 +216,9 @@ def fit(cfg, client, run_id: str, s) -> tuple[float, int, float]:
     as a table and the best head's curve as the run's metrics, and leave the best head's weights
     in the run's head. Returns (best val acc, its epoch, seconds)."""
     t, grid, head = cfg.trainer, cfg.head_grid, s.job.step_model
-    wds = grid.get("wds") or [cfg.optimizer.weight_decay]
+    wds = grid.get("wds") if grid.get("wds") is not None else [cfg.optimizer.weight_decay]
     start = time.perf_counter()
-    heads = train_head_grid(_features_of(s.job), list(grid.lrs), list(wds), int(t.epochs), int(t.seed),
+    heads = train_head_grid(_features_of(s.job), grid.get("lrs"), wds, int(t.epochs), int(t.seed),
                             cfg.optimizer, cfg.scheduler, int(t.batch_size), t.get("eval_batch_size"),
                             s.job.plan.head_dropout, init=head)
     seconds = time.perf_counter() - start

@@ -86,7 +86,7 @@ def _new(cfg: DictConfig, client, run_id: str, out_dir: Path | None, started: fl
             (work / name).write_text(content, encoding="utf-8")
             client.log_artifact(run_id, str(work / name))
         if grid:  # many heads at once in place of the epoch loop
-            return _grid(cfg, client, run_id, s, started)
+            return _grid(cfg, client, run_id, s, started, work)
         ckpts = checkpoints.RunCheckpoints(client, run_id, staging=work, head_only=_head_only(s))
         return _fit(cfg, client, run_id, s, ckpts, checkpoints.Progress(), loop.grad_scaler(s.job.loop_rt.precision),
                     started)
@@ -129,11 +129,14 @@ def _fit(cfg, client, run_id, s: jobs.Setup, ckpts, done: checkpoints.Progress, 
     return RunResult(run_id, end.best, end.best_epoch, end.seconds, None if test is None else test["test_acc"])
 
 
-def _grid(cfg, client, run_id, s: jobs.Setup, started: float) -> RunResult:
-    """A grid of heads (`tl.training.head_grid`): the run reports and diagnoses its best head."""
+def _grid(cfg, client, run_id, s: jobs.Setup, started: float, work: Path) -> RunResult:
+    """A grid of heads (`tl.training.head_grid`): the run reports, keeps and diagnoses its best head."""
     with parallel.intra_op_threads(s.job.threads):
         with timeline.part("epochs"):
             best, best_epoch, seconds = head_grid.fit(cfg, client, run_id, s)
+        if cfg.tracking.get("log_checkpoint", True):
+            checkpoints.RunCheckpoints(client, run_id, staging=work, head_only=_head_only(s)).save_best(
+                s.model, best_epoch, best, s.job.classes)
         diagnostics.log_best(client, run_id, s.model, None, s.job)
         test = diagnostics.log_test(client, run_id, s.job, cfg.trainer.epochs) if s.job.test_loader else None
     _log_total(client, run_id, started, cfg.trainer.epochs)
