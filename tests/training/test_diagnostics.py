@@ -132,7 +132,8 @@ def test_the_test_split_is_read_once_for_its_metrics_and_diagnostics(store):
     rt = Runtime(torch.device("cpu"), "fp32", "", False, 0, "")
     torch.manual_seed(0)
     model = torch.nn.Linear(8, 3)
-    batches = CountedPasses([(torch.randn(5, 8), torch.tensor([0, 1, 2, 0, 1])), (torch.randn(3, 8), torch.tensor([2, 2, 0]))])
+    batches = CountedPasses([(torch.randn(5, 8), torch.tensor([0, 1, 2, 0, 1])),
+                             (torch.randn(3, 8), torch.tensor([2, 2, 0]))])
     job = SimpleNamespace(step_model=model, test_loader=batches, prep=Preprocess(rt), rt=rt, n_test=8,
                           classes=CLASSES, shown_test={})
     metrics = diagnostics.log_test(client, run_id, job, step=1)
