@@ -8,13 +8,17 @@ from __future__ import annotations
 import os
 import sys
 
-import hydra
-from omegaconf import DictConfig
+from tl.runtime import wait_policy
 
-from tl.errors import TLError
-from tl.runtime import paths, signals
-from tl.sweeps import sweep
-from tl.training.run import RunResult, train
+wait_policy.apply()  # before anything below loads torch: OpenMP reads its wait policy only then
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from tl.errors import TLError  # noqa: E402
+from tl.runtime import paths, signals  # noqa: E402
+from tl.sweeps import sweep  # noqa: E402
+from tl.training.run import RunResult, train  # noqa: E402
 
 __all__ = ["main", "train", "RunResult"]
 

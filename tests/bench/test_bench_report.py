@@ -69,3 +69,36 @@ def test_the_automatic_precision_is_held_to_fp32_accuracy_and_speed():
     assert acc["value"] == pytest.approx(-0.02) and not acc["met"]
     speed = t["lite0 freeze end to end, fp32 / bf16 (auto)"]
     assert speed["value"] == 1.2 and speed["met"]
+
+
+def epoch_result(seconds, wall=20.0):
+    return {**tl_result(100.0, wall=wall), "runs": [{**tl_result(100.0)["runs"][0], "epoch_seconds": [seconds]}]}
+
+
+def test_the_screen_is_its_grid_runs_wall_against_one_head_per_backbone():
+    grid = tl_result(1e5, wall=15.0, cache="miss", n=3)
+    grid["runs"] = [{**r, "head_grid_size": 16} for r in grid["runs"]]
+    res = {**results(), "tl_screen_one_head": tl_result(1e5, wall=12.0, cache="miss", n=3), "tl_screen_grid16": grid}
+    t = {x["target"]: x for x in report.targets(res)}
+    screen = t["screen: 3 backbones x 16 heads / one freeze run each, wall"]
+    assert screen["value"] == 1.25 and screen["met"]
+    assert "48 heads in all" in {r["measurement"]: r for r in report.rows(res)}["tl_screen_grid16"]["note"]
+
+
+def test_a_neighbour_slowdown_is_epoch_seconds_beside_it_over_alone():
+    res = {**results(), "tl_epoch_alone": epoch_result(10.0), "tl_epoch_beside_neighbour": epoch_result(30.0),
+           "tl_epoch_beside_neighbour_spinning": epoch_result(90.0)}
+    t = {x["target"]: x for x in report.targets(res)}
+    beside = t["tl epoch beside a CPU-bound neighbour / alone"]
+    assert beside["value"] == 3.0 and not beside["met"]
+    assert t["the same with spinning OpenMP waits (OMP_WAIT_POLICY=ACTIVE) / alone"]["value"] == 9.0
+
+
+def test_a_continued_trial_reports_its_seconds_before_the_first_epoch():
+    res = {**results(), "tl_continue_trial": {"continue_wall_seconds": 5.0, "continue_overhead_seconds": 0.4,
+                                              "parts": {"store": 0.1, "checkpoint": 0.05, "epochs": 4.0},
+                                              "best_val_acc": 0.9, "wall_seconds": 30.0, "peak_rss_mb": 900.0}}
+    t = {x["target"]: x for x in report.targets(res)}
+    assert t["continued trial: seconds before its first epoch"]["met"]
+    note = {r["measurement"]: r for r in report.rows(res)}["tl_continue_trial"]["note"]
+    assert "0.40 s before its first epoch" in note and "store 0.10" in note and "epochs" not in note.split("(")[1]

@@ -29,7 +29,8 @@ def test_the_confusion_matrix_has_true_classes_as_rows_and_predictions_as_column
 
 
 def test_per_class_scores_are_precision_recall_and_f1_of_each_class():
-    scores = diagnostics.per_class([[3, 1, 0], [0, 2, 0], [0, 0, 0]], CLASSES)
+    # 3 ants right, 1 ant taken for a bee, 2 bees right, no wasp at all
+    scores = diagnostics.per_class([0, 0, 0, 0, 1, 1], [0, 0, 0, 1, 1, 1], CLASSES)
     ants, bees, wasps = scores
     assert (ants["precision"], ants["recall"], ants["support"]) == (1.0, 0.75, 4)
     assert ants["f1"] == pytest.approx(2 * 0.75 / 1.75)
@@ -88,11 +89,11 @@ def test_samples_are_the_uint8_images_the_model_saw_and_none_for_cached_features
     rt = Runtime(torch.device("cpu"), "fp32", "", False, 0, "")
     images = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(192, 2))
-    _, preds, samples = diagnostics.predict(model, [(images, torch.tensor([0, 1, 0, 1]))],
-                                            Preprocess(rt, (0.5,) * 3, (0.5,) * 3), rt, 4)
-    assert len(preds) == 4 and torch.equal(samples[2][0], images[2])
+    p = diagnostics.predict(model, [(images, torch.tensor([0, 1, 0, 1]))],
+                            Preprocess(rt, (0.5,) * 3, (0.5,) * 3), rt, 4)
+    assert len(p.preds) == 4 and torch.equal(p.samples[2][0], images[2])
     feats = [(torch.randn(4, 192), torch.tensor([0, 1, 0, 1]))]
-    assert diagnostics.predict(model[1:], feats, Preprocess(rt), rt, 4)[2] == []
+    assert diagnostics.predict(model[1:], feats, Preprocess(rt), rt, 4).samples == []
 
 
 class Terminal(io.StringIO):
@@ -110,3 +111,34 @@ def test_progress_bars_show_only_on_a_terminal(monkeypatch):
     assert [list(progress.batches(loader, "train")) for _ in progress.epochs(2)] == [loader, loader]
     shown = sys.stderr.getvalue()
     assert "epochs: 100%" in shown and "2/2" in shown
+
+
+class CountedPasses(list):
+    passes = 0
+
+    def __iter__(self):
+        self.passes += 1
+        return super().__iter__()
+
+
+def test_the_test_split_is_read_once_for_its_metrics_and_diagnostics(store):
+    from types import SimpleNamespace
+
+    from tl.runtime.machine import Runtime
+    from tl.training.engine import Preprocess, evaluate
+
+    client = mlflow_store.prepare_store(store)
+    run_id = client.create_run(mlflow_store.experiment_id(client, "tl", store)).info.run_id
+    rt = Runtime(torch.device("cpu"), "fp32", "", False, 0, "")
+    torch.manual_seed(0)
+    model = torch.nn.Linear(8, 3)
+    batches = CountedPasses([(torch.randn(5, 8), torch.tensor([0, 1, 2, 0, 1])),
+                             (torch.randn(3, 8), torch.tensor([2, 2, 0]))])
+    job = SimpleNamespace(step_model=model, test_loader=batches, prep=Preprocess(rt), rt=rt, n_test=8,
+                          classes=CLASSES, shown_test={})
+    metrics = diagnostics.log_test(client, run_id, job, step=1)
+    assert batches.passes == 1
+    expected = evaluate(model, list(batches), torch.nn.CrossEntropyLoss(), rt, Preprocess(rt))
+    assert metrics == {"test_acc": expected.acc, "test_loss": expected.loss}
+    assert {a.path for a in client.list_artifacts(run_id, "diagnostics/test")} >= {
+        "diagnostics/test/confusion_matrix.csv", "diagnostics/test/per_class.json"}

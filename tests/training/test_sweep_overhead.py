@@ -16,7 +16,8 @@ from tl.errors import ConfigError
 from tl.models import backbones, pristine
 from tl.runtime import parallel, signals
 from tl.train import train
-from tl.training import checkpoints, diagnostics
+from tl.training import checkpoints, diagnostic_figures
+from tl.training.diagnostic_figures import FIGURES
 
 CURVES = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")
 BATCHES_PER_EPOCH = 4  # 16 training images, batch size 4
@@ -148,12 +149,12 @@ def samples(flip: int):
 
 
 def test_a_redrawn_sample_grid_equals_a_fresh_drawing_pixel_for_pixel(tmp_path):
-    diagnostics._GRID.clear()
-    diagnostics._sample_grid(samples(0), ["ants", "bees"]).save(tmp_path / "first.png")
-    grid = diagnostics._sample_grid(samples(1), ["ants", "bees"])  # same images, other predictions
-    assert diagnostics._GRID == [grid]
+    FIGURES.clear()
+    FIGURES.sample_grid(samples(0), ["ants", "bees"]).save(tmp_path / "first.png")
+    grid = FIGURES.sample_grid(samples(1), ["ants", "bees"])  # same images, other predictions
+    assert FIGURES.last_grid is grid
     grid.save(tmp_path / "reused.png")
-    diagnostics._plot_samples(samples(1), ["ants", "bees"]).savefig(tmp_path / "fresh.png", dpi=100)
+    diagnostic_figures.plot_samples(samples(1), ["ants", "bees"]).savefig(tmp_path / "fresh.png", dpi=100)
     reused, fresh = (np.asarray(Image.open(tmp_path / f"{n}.png")) for n in ("reused", "fresh"))
     assert reused.shape == fresh.shape and np.array_equal(reused, fresh)
     assert not np.array_equal(reused, np.asarray(Image.open(tmp_path / "first.png")))
@@ -169,13 +170,14 @@ def test_threads_are_limited_for_the_block_and_restored_after():
 
 
 def test_a_redrawn_confusion_matrix_equals_a_fresh_drawing_pixel_for_pixel(tmp_path):
-    diagnostics._CONFUSION.clear()
+    FIGURES.clear()
     classes = ["ants", "bees", "wasps"]
-    diagnostics._confusion_figure([[5, 1, 0], [0, 6, 0], [2, 0, 4]], classes).save(tmp_path / "first.png")
+    first = FIGURES.confusion([[5, 1, 0], [0, 6, 0], [2, 0, 4]], classes)
+    first.save(tmp_path / "first.png")
     redrawn = [[3, 3, 0], [1, 5, 0], [0, 0, 6]]  # same class sizes, other counts
-    diagnostics._confusion_figure(redrawn, classes).save(tmp_path / "reused.png")
-    assert len(diagnostics._CONFUSION) == 1
-    diagnostics._plot_confusion(redrawn, classes).savefig(tmp_path / "fresh.png", dpi=100)
+    assert FIGURES.confusion(redrawn, classes) is first
+    first.save(tmp_path / "reused.png")
+    diagnostic_figures.plot_confusion(redrawn, classes).savefig(tmp_path / "fresh.png", dpi=100)
     reused, fresh = (np.asarray(Image.open(tmp_path / f"{n}.png")) for n in ("reused", "fresh"))
     assert reused.shape == fresh.shape and np.array_equal(reused, fresh)
     assert not np.array_equal(reused, np.asarray(Image.open(tmp_path / "first.png")))

@@ -25,6 +25,9 @@ def rows(res: dict) -> list[dict]:
             row.update(epoch_img_s=_baseline_ips(r), best_val_acc=r["best_val_acc"])
         elif key.startswith("ceiling"):
             row.update(epoch_img_s=r["epoch_images_per_second"], note=f"{r['precision']}, channels_last, in-memory")
+        elif "continue_overhead_seconds" in r:
+            row.update(best_val_acc=r["best_val_acc"], note=f"continued trial: {r['continue_overhead_seconds']:.2f} s "
+                       f"before its first epoch ({_parts(r['parts'])})")
         else:
             runs = r["runs"]
             accs = [x["best_val_acc"] for x in runs if x["best_val_acc"] is not None]
@@ -38,8 +41,22 @@ def rows(res: dict) -> list[dict]:
     return out
 
 
+def _parts(parts: dict) -> str:
+    shown = {k: v for k, v in parts.items() if k not in ("epochs", "imports")}
+    return ", ".join(f"{k} {v:.2f}" for k, v in sorted(shown.items(), key=lambda kv: -kv[1]))
+
+
+def _epoch_seconds(r: dict) -> float:
+    return _first(r)["epoch_seconds"][0]
+
+
 def _note(runs: list[dict]) -> str:
     r = runs[0]
+    heads = sum(x.get("head_grid_size", 1) for x in runs)
+    if heads > len(runs):
+        return f"{len(runs)} run(s), {heads} heads in all, {r['precision']}"
+    if r.get("epoch_seconds") and len(r["epoch_seconds"]) == 1:
+        return f"{len(runs)} run(s), epoch {r['epoch_seconds'][0]:.1f} s"
     if r["feature_cache"] in ("hit", "miss"):  # the head trains on cached features
         states = [x["feature_cache"] for x in runs]
         return (f"{len(runs)} run(s), {r['precision']}, feature cache: {states.count('miss')} miss, "
@@ -87,7 +104,29 @@ def targets(res: dict) -> list[dict]:
         if n > 1:
             add("seconds per further run of the sweep", (sweep - one) / (n - 1), f"<= {0.3 * one / (n - 1):.2f}",
                 sweep / one <= 1.3)
+    _screen_targets(res, add)
     return t
+
+
+def _screen_targets(res: dict, add) -> None:
+    """The race's screen, a continued trial, and a tl epoch beside a CPU-bound neighbour."""
+    if "tl_screen_grid16" in res and "tl_screen_one_head" in res:
+        grid, one = res["tl_screen_grid16"], res["tl_screen_one_head"]
+        heads = sum(x.get("head_grid_size", 1) for x in grid["runs"])
+        r = grid["wall_seconds"] / one["wall_seconds"]
+        add(f"screen: {len(grid['runs'])} backbones x {heads // max(len(grid['runs']), 1)} heads / "
+            "one freeze run each, wall", r, "<= 1.5", r <= 1.5)
+    if "tl_continue_trial" in res:
+        o = res["tl_continue_trial"]["continue_overhead_seconds"]
+        add("continued trial: seconds before its first epoch", o, "< 1", o < 1.0)
+    if "tl_epoch_beside_neighbour" in res and "tl_epoch_alone" in res:
+        alone = _epoch_seconds(res["tl_epoch_alone"])
+        r = _epoch_seconds(res["tl_epoch_beside_neighbour"]) / alone
+        add("tl epoch beside a CPU-bound neighbour / alone", r, "<= 2.5", r <= 2.5)
+        if "tl_epoch_beside_neighbour_spinning" in res:
+            spin = _epoch_seconds(res["tl_epoch_beside_neighbour_spinning"]) / alone
+            add("the same with spinning OpenMP waits (OMP_WAIT_POLICY=ACTIVE) / alone", spin,
+                f">= {r:.2f} (passive waits help)", spin >= r)
 
 
 def _fmt(v) -> str:

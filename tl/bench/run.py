@@ -51,6 +51,13 @@ def _child(spec: dict) -> dict:
             if e.code not in (0, None):
                 raise
         return _tl_results(spec["uri"], spec["experiment"])
+    if kind == "continue":
+        from tl.runtime import wait_policy
+
+        wait_policy.apply()  # as tl-train's entry does, before torch loads
+        from tl.bench import trials
+
+        return trials.continued(spec["overrides"], spec["uri"], spec["stop_batch"])
     raise ValueError(kind)
 
 
@@ -64,7 +71,12 @@ def _tl_results(uri: str, experiment: str) -> dict:
     out = []
     for r in runs:
         ips = [m.value for m in client.get_metric_history(r.info.run_id, "images_per_second")]
-        out.append({"run_id": r.info.run_id, "status": r.info.status,
+        epochs = [m.value for m in client.get_metric_history(r.info.run_id, "epoch_seconds")]
+        out.append({"epoch_seconds": epochs, "model": r.data.tags.get("tl.model"),
+                    "head_grid_size": int(r.data.params.get("head_grid.size", 1)),
+                    "parts": {k.removeprefix("setup_seconds."): v for k, v in r.data.metrics.items()
+                              if k.startswith("setup_seconds.")},
+                    "run_id": r.info.run_id, "status": r.info.status,
                     "best_val_acc": r.data.metrics.get("best_val_acc"),
                     "epoch_images_per_second": statistics.median(ips) if ips else None,
                     "setup_seconds": r.data.metrics.get("setup_seconds"),
@@ -85,7 +97,19 @@ def child_main(spec_json: str) -> None:
 
 
 # ---------------------------------------------------------------- parent side
-def measure(spec: dict, env: dict | None = None, log_to: Path | None = None) -> dict:
+def measure(spec: dict, env: dict | None = None, log_to: Path | None = None, beside: bool = False) -> dict:
+    """One child process's result and wall time; `beside`: with a CPU-bound neighbour running."""
+    from tl.bench import trials
+
+    nb = trials.neighbour() if beside else None
+    try:
+        return _measure(spec, env, log_to)
+    finally:
+        if nb is not None:
+            trials.stop(nb)
+
+
+def _measure(spec: dict, env: dict | None, log_to: Path | None) -> dict:
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "tl.bench.run", "--child", json.dumps(spec)],
                           capture_output=True, text=True, env={**os.environ, **(env or {})})
@@ -139,9 +163,9 @@ def run_all(args) -> dict:
     def cold(tag):  # a private, empty feature cache: every tl figure below pays for its features
         return {"XDG_CACHE_HOME": tempfile.mkdtemp(prefix=f"tl-bench-{tag}-", dir=out)}
 
-    def step(key, spec, env=None):
+    def step(key, spec, env=None, beside=False):
         print(f"[bench] {key} ...", flush=True)
-        res[key] = measure(spec, env, out / f"{key}.log")
+        res[key] = measure(spec, env, out / f"{key}.log", beside)
         print(f"[bench] {key}: {res[key]['wall_seconds']:.1f}s", flush=True)
 
     r18 = ["model=resnet18", "model.pretrained=false", f"trainer.epochs={E}"]
@@ -166,6 +190,16 @@ def run_all(args) -> dict:
         lrs = "0.002,0.004,0.008,0.016,0.032"
         step("tl_lite0_freeze_lr_sweep", tl_spec(f"bench-{stamp}-l0-sweep", ["-m", *ds, *lite, f"optimizer.lr={lrs}"], uri),
              cold("sweep"))
+    if "screen" in args.scenarios:
+        _screen(args, step, cold, ds, uri, stamp)
+    if "continue" in args.scenarios:
+        # Stopped at the first batch of epoch 4 of 6, as a race stops a trial at a rung.
+        name, per_epoch = f"bench-{stamp}-continue", -(-n_train // 32)
+        step("tl_continue_trial", {"kind": "continue", "uri": uri, "stop_batch": 3 * per_epoch + 1, "overrides": [
+            *[o for o in ds if not o.startswith("hydra.")], "model=efficientnet_lite0", "strategy=freeze",
+            "trainer.epochs=6", f"tracking.experiment={name}", f"tracking.uri={uri}"]}, cold("continue"))
+    if "neighbour" in args.scenarios:
+        _neighbour(step, ds, uri, stamp)
     if "views" in args.scenarios:
         for k in args.views:
             step(f"tl_lite0_freeze_views{k}", tl_spec(f"bench-{stamp}-l0-v{k}", [*ds, *lite,
@@ -173,6 +207,28 @@ def run_all(args) -> dict:
         step("tl_lite0_freeze_nocache", tl_spec(f"bench-{stamp}-l0-nc", [*ds, *lite,
              "strategy.feature_cache.enabled=false"], uri), cold("nc"))
     return res
+
+
+BACKBONES = "efficientnet_lite0,efficientnet_lite1,efficientnet_lite2"
+GRID = ["+head_grid.lrs=[0.002,0.008,0.032,0.128]", "+head_grid.wds=[0.0,0.0001,0.001,0.01]"]
+
+
+def _screen(args, step, cold, ds, uri, stamp) -> None:
+    """The race's screen: 3 backbones x 16 head settings, against one freeze run of each."""
+    base = ["-m", *ds, f"model={BACKBONES}", "strategy=freeze", f"trainer.epochs={args.freeze_epochs}"]
+    step("tl_screen_one_head", tl_spec(f"bench-{stamp}-screen1", base, uri), cold("screen1"))
+    step("tl_screen_grid16", tl_spec(f"bench-{stamp}-screen16", [*base, *GRID], uri), cold("screen16"))
+
+
+def _neighbour(step, ds, uri, stamp) -> None:
+    """One tl epoch (resnet18 partial_freeze) alone, beside a CPU-bound neighbour, and beside it
+    with OpenMP's spinning waits (what tl's passive default replaces)."""
+    r18 = [*ds, "model=resnet18", "model.pretrained=false", "strategy=partial_freeze",
+           "strategy.frozen_stages=3", "trainer.epochs=1"]
+    step("tl_epoch_alone", tl_spec(f"bench-{stamp}-alone", r18, uri))
+    step("tl_epoch_beside_neighbour", tl_spec(f"bench-{stamp}-beside", r18, uri), beside=True)
+    step("tl_epoch_beside_neighbour_spinning", tl_spec(f"bench-{stamp}-spin", r18, uri),
+         {"OMP_WAIT_POLICY": "ACTIVE"}, beside=True)
 
 
 def _cpu() -> str:
@@ -188,7 +244,8 @@ def main(argv=None) -> None:
                                   "else one of its shape generated here)")
     p.add_argument("--epochs", type=int, default=3, help="epochs of the throughput scenarios")
     p.add_argument("--freeze-epochs", type=int, default=25, help="epochs of the freeze scenarios")
-    p.add_argument("--scenarios", nargs="+", default=["r18", "freeze"], choices=["r18", "freeze", "views"])
+    p.add_argument("--scenarios", nargs="+", default=["r18", "freeze", "screen", "continue", "neighbour"],
+                   choices=["r18", "freeze", "screen", "continue", "neighbour", "views"])
     p.add_argument("--views", nargs="+", type=int, default=[1, 2, 4])
     p.add_argument("--out", default=str(project_root() / "bench" / time.strftime("%Y-%m-%d_%H-%M-%S")))
     p.add_argument("--tracking-uri", help="where the bench's own runs go (default: a store in --out)")

@@ -7,15 +7,18 @@ machine difference from a code difference.
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import random
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from tl.errors import ConfigError, not_one_of
+from tl.runtime import wait_policy
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -42,7 +45,42 @@ class Runtime:
             "runtime.num_workers": str(self.num_workers),
             "runtime.cpu": self.cpu,
             "runtime.torch_threads": str(torch.get_num_threads()),
+            "runtime.usable_cpus": str(usable_cpus()),
+            "runtime.omp_wait_policy": wait_policy.describe(),
         }
+
+
+def usable_cpus(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """The CPUs this process may use: those its affinity allows, capped by its cgroup's CPU
+    quota (a container limited to 1.5 CPUs gets 2 threads' worth, not the host's 64)."""
+    try:
+        allowed = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        allowed = os.cpu_count() or 1
+    quota = _cgroup_quota(cgroup)
+    return max(1, min(allowed, math.ceil(quota))) if quota else allowed
+
+
+def _cgroup_quota(cgroup: Path) -> float | None:
+    """CPUs' worth of time the cgroup grants per period (v2 `cpu.max`, v1 cfs files); None: no limit."""
+    try:
+        if (cgroup / "cpu.max").is_file():
+            quota, period = (cgroup / "cpu.max").read_text().split()[:2]
+            return None if quota == "max" else int(quota) / int(period)
+        v1 = cgroup / "cpu"
+        quota = int((v1 / "cpu.cfs_quota_us").read_text())
+        return None if quota <= 0 else quota / int((v1 / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def fit_threads() -> int:
+    """torch's intra-op threads at most the usable CPUs: more threads than CPUs only wait for
+    each other (OpenMP counts the affinity mask, not a container's quota)."""
+    n = usable_cpus()
+    if torch.get_num_threads() > n:
+        torch.set_num_threads(n)
+    return torch.get_num_threads()
 
 
 def cpu_name() -> str:
@@ -132,6 +170,7 @@ def pick_channels_last(spec, device: torch.device) -> bool:
 
 
 def resolve_runtime(trainer_cfg) -> Runtime:
+    fit_threads()
     device = pick_device(trainer_cfg.device)
     precision, reason = pick_precision(trainer_cfg.precision, device)
     return Runtime(

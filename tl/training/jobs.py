@@ -21,7 +21,7 @@ from tl.data import checks, datasets, decoded, device_batches, layout
 from tl.data.batches import Batches
 from tl.errors import ConfigError
 from tl.models import backbones
-from tl.runtime import machine, parallel
+from tl.runtime import machine, parallel, timeline
 from tl.sweeps import sweep
 from tl.training import features, param_groups, phases, strategies, validate
 from tl.training.engine import Preprocess
@@ -102,7 +102,8 @@ def build(cfg: DictConfig) -> Setup:
     generator = machine.seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)
     t0 = time.perf_counter()
     # A sweep's runs in this process share builds; a single run has nothing to share them with.
-    backbone = backbones.create(cfg.model, reuse=sweep.in_multirun())
+    with timeline.part("model"):
+        backbone = backbones.create(cfg.model, reuse=sweep.in_multirun())
     schedule = phases.schedule(cfg)
     for note in phases.adjusted(schedule):
         log.warning("strategy=%s: phase %s, to fit trainer.epochs=%d (logged as strategy.phase_epochs)",
@@ -162,7 +163,8 @@ def _job(cfg, backbone, rt, prep, generator, frozen: int) -> Job:
     if rt.channels_last and not on_features:  # a feature job converts only if it runs the backbone
         backbone.model.to(memory_format=torch.channels_last)
     make = _feature_job if on_features else _image_job
-    job = make(cfg, backbone, rt, prep, generator, frozen)
+    with timeline.part("features" if on_features else "data"):  # layout, decoding (, the frozen pass)
+        job = make(cfg, backbone, rt, prep, generator, frozen)
     if cfg.trainer.get("compile"):
         # Compiling pays off only for long runs: minutes of compile time on a CPU.
         job = replace(job, step_model=torch.compile(job.step_model))

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from tl.runtime import cost, parallel
+from tl.runtime import cost, parallel, timeline
 from tl.tracking import redact, store
-from tl.training import checkpoints, diagnostics, identity, jobs, lifecycle, loop, phases, resume
+from tl.training import checkpoints, diagnostics, head_grid, identity, jobs, lifecycle, loop, phases, resume
 
 log = logging.getLogger("tl")
 
@@ -41,16 +41,22 @@ def train(cfg: DictConfig, extra_tags: dict[str, str] | None = None) -> RunResul
     redact.protect(store.resolve_uri(cfg.tracking))  # before anything is logged or printed
     overrides, out_dir = lifecycle.hydra_job()
     entered = time.perf_counter()
+    trace = timeline.begin()
     if cfg.get("resume"):
         with resume.claimed(cfg):
-            client, run_id, cfg = resume.reopen(cfg, overrides)
+            with timeline.part("store"):
+                client, run_id, cfg = resume.reopen(cfg, overrides)
             exp_id = client.get_run(run_id).info.experiment_id
             started = cost.process_start()
+            trace.add("imports", entered - started)
             result = lifecycle.to_the_end(client, run_id, lambda: _resumed(cfg, client, run_id, started))
     else:
-        client, run_id, exp_id = lifecycle.create(cfg, overrides, extra_tags)
+        with timeline.part("store"):
+            client, run_id, exp_id = lifecycle.create(cfg, overrides, extra_tags)
         # A sweep's job starts here; a single run with its process (imports, start-up included).
         started = cost.process_start() if exp_id is not None else entered
+        if exp_id is not None:
+            trace.add("imports", entered - started)
         result = lifecycle.to_the_end(client, run_id, lambda: _new(cfg, client, run_id, out_dir, started))
     if exp_id is not None:
         print("Open the run in MLflow:\n" + store.ui_hint(store.resolve_uri(cfg.tracking), exp_id, [run_id]))
@@ -60,6 +66,7 @@ def train(cfg: DictConfig, extra_tags: dict[str, str] | None = None) -> RunResul
 def _new(cfg: DictConfig, client, run_id: str, out_dir: Path | None, started: float) -> RunResult:
     # The config first, so even a run that fails at once says what it was.
     store.log_params(client, run_id, store.flatten(cfg))
+    grid = head_grid.requested(cfg)
     s = jobs.build(cfg)
     for k, v in identity.tags(cfg, s.model).items():
         client.set_tag(run_id, k, v)
@@ -82,6 +89,8 @@ def _new(cfg: DictConfig, client, run_id: str, out_dir: Path | None, started: fl
         for name, content in files.items():
             (work / name).write_text(content, encoding="utf-8")
             client.log_artifact(run_id, str(work / name))
+        if grid:  # many heads at once in place of the epoch loop
+            return _grid(cfg, client, run_id, s, started, work)
         ckpts = checkpoints.RunCheckpoints(client, run_id, staging=work, head_only=_head_only(s))
         return _fit(cfg, client, run_id, s, ckpts, checkpoints.Progress(), loop.grad_scaler(s.job.loop_rt.precision),
                     started)
@@ -97,7 +106,8 @@ def _resumed(cfg: DictConfig, client, run_id: str, started: float) -> RunResult:
         saved_in = phases.at(s.schedule, ckpts.saved_epoch())
         if saved_in is not s.phase:
             s = jobs.enter(s, saved_in)
-        done = ckpts.restore(s.model, s.optimizer, s.scheduler, scaler, s.generator)
+        with timeline.part("checkpoint"):
+            done = ckpts.restore(s.model, s.optimizer, s.scheduler, scaler, s.generator)
         if checkpoints.relog_missing(client, run_id, done.rows):
             log.info("run %s: logged the metrics of epochs its checkpoint holds but the store lacked", run_id)
         return _fit(cfg, client, run_id, s, ckpts, done, scaler, started)
@@ -107,7 +117,8 @@ def _fit(cfg, client, run_id, s: jobs.Setup, ckpts, done: checkpoints.Progress, 
          started: float) -> RunResult:
     threads = s.job.threads if len(s.schedule) == 1 else None  # a later phase may run the backbone
     with parallel.intra_op_threads(threads):
-        end, s = loop.run_epochs(cfg, client, run_id, s, scaler, ckpts, done, started)
+        with timeline.part("epochs"):
+            end, s = loop.run_epochs(cfg, client, run_id, s, scaler, ckpts, done, started)
         name = lifecycle.run_name(cfg)
         log.info("%s: best val acc %.4f at epoch %d", name, end.best, end.best_epoch)
         diagnostics.log_best(client, run_id, s.model, ckpts.dir / checkpoints.BEST, s.job)
@@ -118,11 +129,32 @@ def _fit(cfg, client, run_id, s: jobs.Setup, ckpts, done: checkpoints.Progress, 
                      s.job.n_test)
         # Only now is the resume point no longer needed: a run stopped during its diagnostics
         # resumes after its last epoch instead of training again from the first.
-        ckpts.finish()
+        with timeline.part("exit"):
+            ckpts.finish()
     # Every process of the run: the earlier ones' share came with the checkpoint.
-    total = done.elapsed + time.perf_counter() - started
-    store.log_metrics(client, run_id, {"total_seconds": total}, step=cfg.trainer.epochs)
+    _log_total(client, run_id, started, cfg.trainer.epochs, done.elapsed)
     return RunResult(run_id, end.best, end.best_epoch, end.seconds, None if test is None else test["test_acc"])
+
+
+def _grid(cfg, client, run_id, s: jobs.Setup, started: float, work: Path) -> RunResult:
+    """A grid of heads (`tl.training.head_grid`): the run reports, keeps and diagnoses its best head."""
+    with parallel.intra_op_threads(s.job.threads):
+        with timeline.part("epochs"):
+            best, best_epoch, seconds = head_grid.fit(cfg, client, run_id, s)
+        if cfg.tracking.get("log_checkpoint", True):
+            checkpoints.RunCheckpoints(client, run_id, staging=work, head_only=_head_only(s)).save_best(
+                s.model, best_epoch, best, s.job.classes)
+        diagnostics.log_best(client, run_id, s.model, None, s.job)
+        test = diagnostics.log_test(client, run_id, s.job, cfg.trainer.epochs) if s.job.test_loader else None
+    _log_total(client, run_id, started, cfg.trainer.epochs)
+    return RunResult(run_id, best, best_epoch, seconds, None if test is None else test["test_acc"])
+
+
+def _log_total(client, run_id: str, started: float, step: int, earlier: float = 0.0) -> None:
+    """The run's whole cost (`earlier`: its previous processes' share, from the checkpoint),
+    and where this process's went (`tl.runtime.timeline`)."""
+    store.log_metrics(client, run_id, {"total_seconds": earlier + time.perf_counter() - started,
+                                       **timeline.current_metrics()}, step=step)
 
 
 def _head_only(s: jobs.Setup) -> dict | None:
