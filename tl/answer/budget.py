@@ -25,7 +25,7 @@ def parse(text) -> float:
         raise ConfigError(f"budget {text!r} is not a duration: write e.g. 20m, 1h30m or 90s")
     seconds = sum(float(n) * _UNITS[u] for n, u in parts)
     if seconds <= 0:
-        raise ConfigError(f"budget {text!r} must be longer than 0")
+        raise ConfigError(f"budget {text!r} must be longer than 0, e.g. 20m")
     return seconds
 
 

@@ -6,7 +6,8 @@ A race trial runs with `trainer.stop_after=R trainer.evaluate_test=false`; a pro
 continued with `+resume=RUN_ID trainer.stop_after=R'` (the same run); the confirmed runs are
 children of a second parent ("answer confirm", `tl.role=sweep`), so `tl compare` on it sees them
 alone. With `resume=PARENT_RUN_ID` (`tl answer --resume`), runs of that earlier sweep are found
-by name: a finished one is reused, a stopped, killed or failed one continued."""
+by name (and seed): a finished one is reused, a stopped, killed or failed one continued; either
+moves under this sweep's parent (the earlier parent is tagged `tl.answer.resumed_by`)."""
 
 from __future__ import annotations
 
@@ -219,6 +220,7 @@ class HydraRunner:
                                              order_by=["attributes.start_time ASC"], max_results=10000):
                 if r.data.tags.get("tl.role") != "sweep":
                     runs[(r.info.run_name, r.data.params.get("trainer.seed"))] = r
+        self.client.set_tag(parent_id, "tl.answer.resumed_by", self.parent)
         log.info("resuming answer sweep %s: %d earlier trial runs", parent_id, len(runs))
         return runs
 
@@ -233,7 +235,10 @@ class HydraRunner:
         if job.run_id is not None:
             run = self.client.get_run(job.run_id)
         elif self._key(job) in self.reusable:
-            run = self.client.get_run(self.reusable[self._key(job)].info.run_id)
+            run = self.client.get_run(self.reusable.pop(self._key(job)).info.run_id)
+            # The earlier sweep's run joins this one, so every stage shows under one parent.
+            parent = self._confirm_parent() if job.stage == "confirm" else self.parent
+            self.client.set_tag(run.info.run_id, "mlflow.parentRunId", parent)
         else:
             return job, None
         stopped = rungs.stopped_at(run.data.tags)

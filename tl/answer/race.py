@@ -12,7 +12,7 @@ in `tl.answer.hydra_jobs`; a fake one in the tests).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from scipy.stats import binomtest
@@ -247,10 +247,11 @@ class Race:
             k = round(o.val_acc * o.n_val)
             return binomtest(k, o.n_val).proportion_ci(self.s.confidence).high >= best.val_acc
 
-        chosen = [o for o in ok if o is best or reaches(o)][:max(1, self.s.max_finalists - 1)]
+        n = self.s.max_finalists
+        chosen = [o for o in ok if o is best or reaches(o)][:max(1, n - 1 if n > 1 else 1)]
         cheapest = min(ok, key=lambda o: (self.rates.run_seconds(o.job.recipe.model, o.job.recipe.strategy,
                                                                  self.s.epochs), -o.val_acc))
-        if cheapest not in chosen:
+        if cheapest not in chosen and len(chosen) < n:
             chosen.append(cheapest)
         return chosen
 
@@ -289,6 +290,3 @@ class Race:
             self.confirm(a.finalists)
         return a
 
-
-def with_seed(job: Job, seed: int) -> Job:
-    return replace(job, seed=seed)
