@@ -163,7 +163,7 @@ class Race:
 
     def screen(self) -> None:
         s = self.s
-        self.say(f"[screen] {len(s.models)} backbone(s): one frozen pass each, LogME and {10}-NN")
+        self.say(f"[screen] {len(s.models)} backbone(s): one frozen pass each, LogME and k-NN")
         for m in s.models:
             row = {"prior": self.runner.prior(m)}
             try:

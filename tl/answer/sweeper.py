@@ -97,6 +97,10 @@ def run(params: dict, arguments: list[str], launcher, loader, config: DictConfig
         runner.finish_confirm(ok)
     _log_report(runner, answer, race, seconds, budget.spent())
     _conclude(runner, answer, config)
+    if answer.failed:
+        # As a sweep whose job failed: exit status 1 (tl.train.main still ends the parent run,
+        # FAILED, listing the failed runs), after the answer without them.
+        raise SystemExit(1)
     return answer
 
 
