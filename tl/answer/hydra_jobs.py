@@ -6,7 +6,7 @@ A race trial runs with `trainer.stop_after=R trainer.evaluate_test=false`; a pro
 continued with `+resume=RUN_ID trainer.stop_after=R'` (the same run); the confirmed runs are
 children of a second parent ("answer confirm", `tl.role=sweep`), so `tl compare` on it sees them
 alone. With `resume=PARENT_RUN_ID` (`tl answer --resume`), runs of that earlier sweep are found
-by name (and seed): a finished one is reused, a stopped, killed or failed one continued; either
+by their overrides: a finished one is reused, a stopped, killed or failed one continued; either
 moves under this sweep's parent (the earlier parent is tagged `tl.answer.resumed_by`)."""
 
 from __future__ import annotations
@@ -53,11 +53,17 @@ def parent_run_id(config: DictConfig) -> str:
 
 
 def run_name(job: Job) -> str:
-    """One name per recipe and stage, no spaces or quotes (`tl compare` reads overrides split on
-    spaces); a recipe's seeds share it, so `tl compare` groups them."""
+    """A screen or race trial's name: its stage and recipe, without spaces or quotes (`tl compare`
+    reads a run's overrides split on spaces)."""
     r = job.recipe
     wd = f"-wd{r.weight_decay:g}" if r.weight_decay else ""
     return f"answer-{job.stage}-{r.model}-{r.strategy}-lr{r.lr:g}{wd}"
+
+
+def _unordered(overrides: list[str]) -> str:
+    """Overrides as a key that does not depend on their order (`tl answer` and `tl-train -m`
+    write the same sweep's in different orders)."""
+    return " ".join(sorted(overrides))
 
 
 class HydraRunner:
@@ -106,22 +112,29 @@ class HydraRunner:
 
     # --- launching and reading back ---------------------------------------------------------
 
-    def _overrides(self, job: Job) -> list[str]:
-        if job.run_id is not None:
-            kept = [o for o in self.fixed if o.split("=", 1)[0].lstrip("+~") in resume.ALLOWED]
-            stop = [f"trainer.stop_after={job.stop_after}"] if job.stop_after < job.epochs else []
-            return [f"+resume={job.run_id}", *stop, *kept]
-        out = [*self.fixed, *job.recipe.overrides(), f"trainer.epochs={job.epochs}",
-               f"tracking.run_name={run_name(job)}"]
+    def _task(self, job: Job) -> list[str]:
+        """A new job's overrides as its run records them (its `tl.overrides` tag, by which it is
+        found again). Confirmed runs carry no name of their own: a recipe's seeds must differ in
+        `trainer.seed` alone for `tl compare` to group them."""
+        out = [*self.fixed, *job.recipe.overrides(), f"trainer.epochs={job.epochs}"]
+        if job.stage != "confirm":
+            out.append(f"tracking.run_name={run_name(job)}")
         if job.stop_after < job.epochs:
             out.append(f"trainer.stop_after={job.stop_after}")
         if not job.test:
             out.append("trainer.evaluate_test=false")
         if job.seed is not None:
             out.append(f"trainer.seed={job.seed}")
-        if job.stage == "confirm":
-            out.append(f"++hydra.job.env_set.{sweep.PARENT_ENV}={self._confirm_parent()}")
         return out
+
+    def _overrides(self, job: Job) -> list[str]:
+        if job.run_id is not None:
+            kept = [o for o in self.fixed if o.split("=", 1)[0].lstrip("+~") in resume.ALLOWED]
+            stop = [f"trainer.stop_after={job.stop_after}"] if job.stop_after < job.epochs else []
+            return [f"+resume={job.run_id}", *stop, *kept]
+        if job.stage == "confirm":  # the confirm parent's child, not the sweep parent's
+            return [*self._task(job), f"++hydra.job.env_set.{sweep.PARENT_ENV}={self._confirm_parent()}"]
+        return self._task(job)
 
     def run(self, jobs: list[Job]) -> list[Outcome]:
         ready: dict[int, Outcome] = {}
@@ -158,15 +171,14 @@ class HydraRunner:
             out.ok, out.error = False, run.data.tags.get("tl.error", error)[:300]
         return out
 
-    def _find(self, job: Job, parent: str | None = None):
-        parent = parent or (self.confirm_parent if job.stage == "confirm" else self.parent)
-        if parent is None:
+    def _find(self, job: Job):
+        parent = self.confirm_parent if job.stage == "confirm" else self.parent
+        task = " ".join(self._task(job))
+        if parent is None or "'" in task:
             return None
-        where = f"tags.`mlflow.parentRunId` = '{parent}' and attributes.run_name = '{run_name(job)}'"
-        if job.seed is not None:
-            where += f" and params.`trainer.seed` = '{job.seed}'"
-        found = self.client.search_runs([self.experiment_id], filter_string=where,
-                                        order_by=["attributes.start_time DESC"], max_results=1)
+        found = self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}' and tags.`tl.overrides` = '{task}'",
+            order_by=["attributes.start_time DESC"], max_results=1)
         return found[0] if found else None
 
     def read(self, job: Job, run) -> Outcome:
@@ -219,14 +231,13 @@ class HydraRunner:
                                              filter_string=f"tags.`mlflow.parentRunId` = '{pid}'",
                                              order_by=["attributes.start_time ASC"], max_results=10000):
                 if r.data.tags.get("tl.role") != "sweep":
-                    runs[(r.info.run_name, r.data.params.get("trainer.seed"))] = r
+                    runs[_unordered(r.data.tags.get("tl.overrides", "").split())] = r
         self.client.set_tag(parent_id, "tl.answer.resumed_by", self.parent)
         log.info("resuming answer sweep %s: %d earlier trial runs", parent_id, len(runs))
         return runs
 
-    def _key(self, job: Job) -> tuple:
-        seed = job.seed if job.seed is not None else self.config.trainer.seed
-        return run_name(job), str(seed)
+    def _key(self, job: Job) -> str:
+        return _unordered(self._task(job))
 
     def _reuse(self, job: Job) -> tuple[Job, Outcome | None]:
         """(the job to launch, or the outcome that needs none): a finished run that reached the

@@ -98,7 +98,12 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args, extra = p.parse_known_args(argv)
+    if extra and (args.command != "answer" or any(e.startswith("-") for e in extra)):
+        p.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:  # `tl answer PATH --budget 30m models=[...]`: overrides after the options too
+        args.overrides = [*args.overrides, *extra]
     from tl.tracking import store
 
     uri = getattr(args, "tracking_uri", None) or store.default_uri()
