@@ -4,7 +4,7 @@ reported and the race goes on, the rungs and promotions are successive halving's
 import pytest
 
 from tl.answer import budget as budgets
-from tl.answer import schedule
+from tl.answer import schedule, space
 from tl.answer.race import Outcome, Race, Settings
 from tl.errors import ConfigError
 
@@ -138,3 +138,13 @@ def test_finalists_are_the_best_those_whose_interval_reaches_it_and_the_cheapest
     race.rates.epoch = {("a", "finetune"): 20.0, ("a", "partial_freeze"): 10.0, ("a", "freeze"): 0.1}
     chosen = race.finalists([far, cheap, close, best])
     assert chosen[0] is best and close in chosen and cheap in chosen and far not in chosen
+
+
+def test_a_rung_cut_short_by_the_budget_has_tried_every_strategy_first():
+    clock = FakeClock()
+    runner = FakeRunner(clock)
+    race = Race(settings(models=["a"], strategies=["finetune", "partial_freeze"]), RECIPES, runner,
+                budgets.Budget(10_000, clock), say=lambda _: None)
+    race.screen()
+    trials = race._order(space.race_grid(["a"], ["finetune", "partial_freeze"], RECIPES, 0.0))
+    assert [t.strategy for t in trials[:2]] == ["finetune", "partial_freeze"]

@@ -196,7 +196,7 @@ class Race:
         """The full-length outcomes of the race's survivors."""
         s, a = self.s, self.answer
         models = [m for m in s.models if "error" not in a.screen.get(m, {})]
-        trials = {r: None for r in space.race_grid(models, s.strategies, self.recipes, s.base_weight_decay)}
+        trials = {r: None for r in self._order(space.race_grid(models, s.strategies, self.recipes, s.base_weight_decay))}
         alive, done = list(trials), 0
         for i, rung in enumerate(a.rungs):
             if not alive:
@@ -206,6 +206,9 @@ class Race:
                                 f"{len(jobs)} trial(s) to epoch {rung} of {s.epochs}")
             outcomes, skipped = self.launch(jobs, stage, reserve)
             self._skipped(skipped, f"the budget ran out at rung {rung} (kept {budgets.fmt(reserve)} to confirm)")
+            if skipped:
+                self.say(f"  {len(skipped)} of {len(jobs)} trial(s) do not fit in the {budgets.fmt(self.budget.left())} "
+                         f"left, {budgets.fmt(reserve)} of it kept to confirm a finalist: not raced further")
             for j in skipped:
                 a.dropped[j.recipe] = f"not run to rung {rung}: budget"
             scores = {}
@@ -233,6 +236,18 @@ class Race:
                 a.dropped.setdefault(r, f"stopped at epoch {done}: the budget did not reach {s.epochs}")
             return []
         return [trials[r] for r in alive]
+
+    def _order(self, recipes: list[Recipe]) -> list[Recipe]:
+        """Round robin over (backbone, strategy), backbones by their tuned probe: when the budget
+        cuts a rung short, every strategy of the likeliest backbone has had a trial first."""
+        probe = {m: row.get("probe", row.get("logme", 0.0)) or 0.0 for m, row in self.answer.screen.items()}
+        groups: dict = {}
+        for r in sorted(recipes, key=lambda r: -probe.get(r.model, 0.0)):
+            groups.setdefault((r.model, r.strategy), []).append(r)
+        out, lists = [], list(groups.values())
+        for i in range(max(map(len, lists), default=0)):
+            out += [g[i] for g in lists if i < len(g)]
+        return out
 
     def finalists(self, candidates: list[Outcome]) -> list[Outcome]:
         """The best by val, every candidate whose val interval reaches it, and the cheapest."""
@@ -266,7 +281,8 @@ class Race:
         a.confirmed = outcomes
 
     def reserve(self) -> float:
-        """What confirming two finalists will cost, kept aside while the race runs."""
+        """What confirming one finalist (a typical raced recipe, every seed) will cost, kept aside
+        while the race runs: a race that leaves nothing to confirm answers nothing."""
         s = self.s
         strategies = [x for x in s.strategies if x != space.HEAD] or [space.HEAD]
         costs = sorted(self.rates.run_seconds(m, x, s.epochs) for m in s.models for x in strategies)
@@ -274,7 +290,7 @@ class Race:
             return 0.0
         p = max(1, self.runner.parallel)
         typical = costs[len(costs) // 2]
-        return budgets.batch_wall([typical] * (min(2, s.max_finalists) * len(s.seeds)), p)
+        return budgets.batch_wall([typical] * len(s.seeds), p)
 
     def run(self) -> Answer:
         a = self.answer
