@@ -211,6 +211,8 @@ class Race:
                          f"left, {budgets.fmt(reserve)} of it kept to confirm a finalist: not raced further")
             for j in skipped:
                 a.dropped[j.recipe] = f"not run to rung {rung}: budget"
+                if trials[j.recipe] is not None:  # its run stopped at the rung before, tagged so
+                    self.runner.note(trials[j.recipe], f"not continued to rung {rung}: the budget ran out")
             scores = {}
             for o in outcomes:
                 a.race.setdefault(o.job.recipe, []).append(o)
