@@ -30,9 +30,10 @@ def parse(text) -> float:
 
 
 class Budget:
-    def __init__(self, seconds: float, clock=time.monotonic):
+    def __init__(self, seconds: float, clock=time.monotonic, started: float | None = None):
+        """`started`: when the budget began on `clock` (default: now), e.g. the process's start."""
         self.seconds, self.clock = float(seconds), clock
-        self.started = clock()
+        self.started = clock() if started is None else started
 
     def spent(self) -> float:
         return self.clock() - self.started

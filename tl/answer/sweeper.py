@@ -16,6 +16,7 @@ from tl.answer import budget as budgets
 from tl.answer import hydra_jobs, outcome, report, space
 from tl.answer.race import Race, Settings
 from tl.errors import ConfigError, TLError
+from tl.runtime import cost
 from tl.sweeps import launchers
 from tl.training.strategies import STRATEGIES
 
@@ -69,7 +70,7 @@ def parallel(params: dict, config: DictConfig) -> int:
     return 1
 
 
-def run(params: dict, arguments: list[str], launcher, loader, config: DictConfig, clock=time.monotonic):
+def run(params: dict, arguments: list[str], launcher, loader, config: DictConfig):
     """The answer; a wrong setting ends it before any work with the message (exit status 2)."""
     try:
         params = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
@@ -85,7 +86,8 @@ def run(params: dict, arguments: list[str], launcher, loader, config: DictConfig
     except TLError as e:
         print(f"tl answer: error: {e}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
-    budget = budgets.Budget(seconds, clock)
+    # The budget counts from this process's start: its imports and the store's set-up are the user's wait too.
+    budget = budgets.Budget(seconds, time.perf_counter, cost.process_start())
     say(f"tl answer: {len(s.models)} backbone(s) x {len(s.strategies)} strateg(ies), {s.epochs}-epoch schedule, "
         f"budget {budgets.fmt(seconds)}, {runner.parallel} job(s) at a time (parent run {runner.parent})")
     race = Race(s, recipes, runner, budget, say)
