@@ -1,8 +1,8 @@
 """`hydra/sweeper=answer`: a fair answer under a budget (screen -> race -> confirm; the logic is
 in `tl.answer`). Registered like hydra-optuna-sweeper: Hydra imports every module of the
-`hydra_plugins` namespace, which stores this config under `hydra/sweeper`. (No `from __future__ import annotations` here: Hydra loads plugin modules
-outside sys.modules, where dataclasses cannot resolve string annotations.)"""
-
+`hydra_plugins` namespace, which stores this config under `hydra/sweeper`. No
+`from __future__ import annotations` here: Hydra loads plugin modules outside sys.modules, where
+dataclasses cannot resolve annotations written as strings."""
 
 import logging
 from dataclasses import dataclass, field

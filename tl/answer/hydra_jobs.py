@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from tl.answer.race import Job, Outcome
 from tl.errors import ConfigError
@@ -104,7 +104,8 @@ class HydraRunner:
             try:
                 import torchvision
 
-                return float(torchvision.models.get_model_weights(m.name).DEFAULT.meta["_metrics"]["ImageNet-1K"]["acc@1"])
+                meta = torchvision.models.get_model_weights(m.name).DEFAULT.meta
+                return float(meta["_metrics"]["ImageNet-1K"]["acc@1"])
             except Exception:
                 return None
         value = self.priors.get(str(m.name))
@@ -176,9 +177,9 @@ class HydraRunner:
         task = " ".join(self._task(job))
         if parent is None or "'" in task:
             return None
-        found = self.client.search_runs(
-            [self.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}' and tags.`tl.overrides` = '{task}'",
-            order_by=["attributes.start_time DESC"], max_results=1)
+        where = f"tags.`mlflow.parentRunId` = '{parent}' and tags.`tl.overrides` = '{task}'"
+        found = self.client.search_runs([self.experiment_id], filter_string=where,
+                                        order_by=["attributes.start_time DESC"], max_results=1)
         return found[0] if found else None
 
     def read(self, job: Job, run) -> Outcome:

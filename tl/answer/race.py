@@ -180,8 +180,10 @@ class Race:
         models = [m for m in s.models if "error" not in self.answer.screen[m]]
         if space.HEAD not in s.strategies:
             return
-        jobs = [Job("screen", r, s.epochs, s.epochs) for r in space.head_grid(models, self.recipes, s.base_weight_decay)]
-        stage = self._stage("screen", jobs, f"{len(jobs)} freeze run(s) tune the head's lr/weight decay on cached features")
+        grid = space.head_grid(models, self.recipes, s.base_weight_decay)
+        jobs = [Job("screen", r, s.epochs, s.epochs) for r in grid]
+        stage = self._stage("screen", jobs, f"{len(jobs)} freeze run(s) tune the head's lr/weight decay "
+                                            "on cached features")
         outcomes, skipped = self.launch(jobs, stage)
         self._skipped(skipped, "the budget ran out in the screen")
         self.answer.heads = outcomes
@@ -196,19 +198,22 @@ class Race:
         """The full-length outcomes of the race's survivors."""
         s, a = self.s, self.answer
         models = [m for m in s.models if "error" not in a.screen.get(m, {})]
-        trials = {r: None for r in self._order(space.race_grid(models, s.strategies, self.recipes, s.base_weight_decay))}
+        grid = space.race_grid(models, s.strategies, self.recipes, s.base_weight_decay)
+        trials: dict = {r: None for r in self._order(grid)}
         alive, done = list(trials), 0
         for i, rung in enumerate(a.rungs):
             if not alive:
                 break
-            jobs = [Job("race", r, s.epochs, rung, run_id=None if trials[r] is None else trials[r].run_id) for r in alive]
+            jobs = [Job("race", r, s.epochs, rung, run_id=None if trials[r] is None else trials[r].run_id)
+                    for r in alive]
             stage = self._stage(f"race {i + 1}/{len(a.rungs)}", jobs,
                                 f"{len(jobs)} trial(s) to epoch {rung} of {s.epochs}")
             outcomes, skipped = self.launch(jobs, stage, reserve)
             self._skipped(skipped, f"the budget ran out at rung {rung} (kept {budgets.fmt(reserve)} to confirm)")
             if skipped:
-                self.say(f"  {len(skipped)} of {len(jobs)} trial(s) do not fit in the {budgets.fmt(self.budget.left())} "
-                         f"left, {budgets.fmt(reserve)} of it kept to confirm a finalist: not raced further")
+                self.say(f"  {len(skipped)} of {len(jobs)} trial(s) do not fit in the "
+                         f"{budgets.fmt(self.budget.left())} left, {budgets.fmt(reserve)} of it kept to confirm "
+                         "a finalist: not raced further")
             for j in skipped:
                 a.dropped[j.recipe] = f"not run to rung {rung}: budget"
                 if trials[j.recipe] is not None:  # its run stopped at the rung before, tagged so

@@ -52,7 +52,8 @@ def confirm_lines(answer) -> list[str]:
 def ranking_lines(answer) -> list[str]:
     out = ["| score | backbones | Kendall tau | top-1 regret (points) | its pick |", "|---|---|---|---|---|"]
     for r in outcome.ranking_check(answer):
-        out.append(f"| {r['score']} | {r['n']} | {_fmt(r['tau'], '+.2f')} | {_fmt(r['regret'], '.1f')} | {r.get('pick', '-')} |")
+        out.append(f"| {r['score']} | {r['n']} | {_fmt(r['tau'], '+.2f')} | {_fmt(r['regret'], '.1f')} | "
+                   f"{r.get('pick', '-')} |")
     return out
 
 
@@ -65,7 +66,8 @@ def markdown(answer, budget_seconds: float, spent: float) -> str:
         f"each strategy at its own learning rates; {len(s.seeds)} seeds per finalist, test evaluated once per "
         "confirmed run and nowhere else.", "",
         "## Stages", "", "| stage | jobs | estimated | spent |", "|---|---|---|---|",
-        *(f"| {st.name} | {st.jobs} | {budgets.fmt(st.estimated)} | {budgets.fmt(st.spent)} |" for st in answer.stages), "",
+        *(f"| {st.name} | {st.jobs} | {budgets.fmt(st.estimated)} | {budgets.fmt(st.spent)} |"
+          for st in answer.stages), "",
         "## Screen", "", *screen_lines(answer), "",
         "## Race", "", *race_lines(answer), "",
         "## Finalists", "", *(f"- {o.job.recipe.label}: val {_fmt(o.val_acc)}" for o in answer.finalists), "",
