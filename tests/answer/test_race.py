@@ -148,3 +148,15 @@ def test_a_rung_cut_short_by_the_budget_has_tried_every_strategy_first():
     race.screen()
     trials = race._order(space.race_grid(["a"], ["finetune", "partial_freeze"], RECIPES, 0.0))
     assert [t.strategy for t in trials[:2]] == ["finetune", "partial_freeze"]
+
+
+def test_the_report_writes_its_markdown_and_figures_for_a_finished_race(tmp_path):
+    from tl.answer import report
+
+    clock = FakeClock()
+    race = Race(settings(), RECIPES, FakeRunner(clock), budgets.Budget(10_000, clock), say=lambda _: None)
+    answer = race.run()
+    files = report.write(tmp_path, answer, race.rates, 10_000, race.budget.spent())
+    assert [f.name for f in files] == ["answer.md", "race.png", "front.png", "ranking.png"]
+    text = files[0].read_text()
+    assert "eliminated at rung 1" in text and "Kendall tau" in text and "## Confirmed" in text

@@ -1,6 +1,6 @@
 """The answer's report: what each stage cost against its estimate, every trial and where it
 stopped, the finalists, the ranking scores against the outcome, what was not tried; and its
-figures (race curves with each trial's last rung, the accuracy-cost front). Logged under
+figures (race curves with each trial's last rung, the accuracy-cost front, scores against outcome). Logged under
 `answer/` of the sweep's parent run."""
 
 from __future__ import annotations
@@ -124,10 +124,29 @@ def front_figure(answer, rates) -> Figure:
     return fig
 
 
+def ranking_figure(answer) -> Figure:
+    """Each screen score against the outcome, one point per backbone."""
+    result = outcome.per_backbone(answer)
+    fig = Figure(figsize=(3 * len(outcome.SCORES), 3.2))
+    for i, (key, label) in enumerate(outcome.SCORES.items()):
+        ax = fig.add_subplot(1, len(outcome.SCORES), i + 1)
+        pts = [(row[key], result[m], m) for m, row in answer.screen.items() if row.get(key) is not None and m in result]
+        for x, y, m in pts:
+            ax.scatter([x], [y], s=14)
+            ax.annotate(m, (x, y), fontsize=6)
+        ax.set_xlabel(label, fontsize=8)
+        if i == 0:
+            ax.set_ylabel("outcome", fontsize=8)
+    fig.suptitle("screen scores against the outcome (one point per backbone)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def write(folder: Path, answer, rates, budget_seconds: float, spent: float) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
-    files = [folder / "answer.md", folder / "race.png", folder / "front.png"]
+    files = [folder / "answer.md", folder / "race.png", folder / "front.png", folder / "ranking.png"]
     files[0].write_text(markdown(answer, budget_seconds, spent), encoding="utf-8")
     race_figure(answer).savefig(files[1], dpi=110)
     front_figure(answer, rates).savefig(files[2], dpi=110)
+    ranking_figure(answer).savefig(files[3], dpi=110)
     return files

@@ -125,7 +125,7 @@ def _log_report(runner, answer, race, seconds: float, spent: float) -> None:
     say("\n[ranking] did the screen predict the outcome?")
     for line in report.ranking_lines(answer)[2:]:
         say("  " + line.strip("|").replace(" | ", "  "))
-    say(f"Report: answer/answer.md, race.png, front.png on parent run {runner.parent}")
+    say(f"Report: answer/answer.md, race.png, front.png, ranking.png on parent run {runner.parent}")
 
 
 def winner(answer):
