@@ -140,3 +140,33 @@ def test_compare_shows_whether_the_ranking_held_for_a_sweep_on_the_same_data(tin
 def test_compare_says_nothing_of_rankings_when_none_was_made_on_the_sweeps_data(tiny_sweep, capsys):
     compare.run(tiny_sweep.uri, "tl", tiny_sweep.parent.info.run_id, None)
     assert "Does the ranking hold?" not in capsys.readouterr().out
+
+
+def test_a_rank_run_that_fails_while_logging_ends_failed_with_its_error(tiny_data, store, monkeypatch):
+    def broken_chart(scores, path):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(rank, "_chart", broken_chart)
+    scores = [rank.Score("resnet18_scratch", "resnet18", False, 0.5, 0.75, 1.0, "miss")]
+    base = rank.compose(None, ["dataset=imagefolder", f"dataset.root={tiny_data}"])
+    with pytest.raises(OSError, match="disk full"):
+        rank.log_run(store, "tl", scores, base.dataset, "data-x", ["table"], None, ["rank"])
+    client = MlflowClient(store)
+    (run,) = client.search_runs([client.get_experiment_by_name("tl").experiment_id])
+    assert run.info.status == "FAILED"
+    assert run.data.tags["tl.error"] == "OSError: disk full"
+
+
+def test_the_frozen_pass_starts_as_a_run_does(tiny_data, monkeypatch):
+    """`tl rank`'s frozen pass begins with the training job's own start (checks, threads,
+    runtime, seeds, backbone), not a copy of it."""
+    from tl.training import frozen, jobs
+
+    started = []
+    real = jobs.start
+    monkeypatch.setattr(jobs, "start", lambda cfg: started.append(cfg.model.name) or real(cfg))
+    cfg = compose_cfg("model=resnet18_scratch", "strategy=freeze", "dataset=imagefolder", f"dataset.root={tiny_data}",
+                      "model.input_size=32")
+    scores = frozen.score(cfg)
+    assert started == ["resnet18"]
+    assert 0.0 <= scores.knn_acc <= 1.0 and scores.feature_cache == "miss"

@@ -1,4 +1,4 @@
-"""`tl`: compare a sweep's runs, reproduce a run, list and rank the backbones.
+"""`tl`: the answer for a folder of images, compare a sweep's runs, reproduce a run, list and rank the backbones.
 
 Training itself is `python -m tl.train` (Hydra's command line); these subcommands work on what
 runs have logged. Each one imports only what it needs, so `tl --help` is instant.
@@ -84,6 +84,16 @@ def parser() -> argparse.ArgumentParser:
     k.add_argument("--strategies", default="finetune", metavar="S1,S2",
                    help="strategies in the tl-train line (default: finetune)")
     k.add_argument("--tracking-uri", help=_uri_help())
+    a = sub.add_parser("answer", help="the best backbone and strategy for a folder of images, raced under a budget",
+                       description="Screen the backbones (one frozen pass, LogME, k-NN, a tuned head), race "
+                                   "every strategy at its own learning rates by successive halving, confirm the "
+                                   "finalists with 3 seeds, and print the verdict and the tl-train line of the winner.")
+    a.add_argument("path", metavar="PATH", help="a folder of class folders (train/ val/ [test/], or one per class)")
+    a.add_argument("--budget", default="30m", help="wall clock for the whole answer, e.g. 20m, 1h (default: 30m)")
+    a.add_argument("--resume", metavar="PARENT_RUN_ID", help="reuse the trials an earlier answer finished")
+    a.add_argument("--tracking-uri", help=_uri_help())
+    a.add_argument("overrides", nargs="*", metavar="OVERRIDE",
+                   help="models=[PRESET,...] strategies=[...] and tl-train overrides, e.g. model.input_size=160")
 
     from tl.cli import runs
 
@@ -92,7 +102,12 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args, extra = p.parse_known_args(argv)
+    if extra and (args.command != "answer" or any(e.startswith("-") for e in extra)):
+        p.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:  # `tl answer PATH --budget 30m models=[...]`: overrides after the options too
+        args.overrides = [*args.overrides, *extra]
     from tl.tracking import store
 
     uri = getattr(args, "tracking_uri", None) or store.default_uri()
@@ -101,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
             from tl.cli import compare
 
             return compare.run(uri, args.experiment, args.sweep, args.out, args.confidence, args.within)
+        if args.command == "answer":
+            from tl.cli import answer
+
+            return answer.run(args.path, args.budget, args.overrides, args.resume, args.tracking_uri)
         if args.command == "server":
             from tl.cli import server
 

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 KIND = "rank"
 ARTIFACT_DIR = "rank"
-KNN_K = 10
+KNN_K = 10  # as tl.training.frozen
 
 
 @dataclass
@@ -126,39 +126,16 @@ def data_id(dataset_cfg) -> str:
     return identity.data_id(dataset_cfg)
 
 
-def frozen_features(cfg):
-    """The frozen backbone's features of `cfg`'s data, from the freeze feature cache or computed
-    into it, exactly as a `strategy=freeze` run of the same config would. Returns (features, backbone, hit|miss)."""
-    import torch
-
-    from tl.models import backbones
-    from tl.runtime import machine, parallel
-    from tl.training import features
-    from tl.training.engine import Preprocess
-
-    parallel.limit_threads()
-    rt = machine.resolve_runtime(cfg.trainer)
-    machine.seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)  # a scratch init, as a run draws it
-    backbone = backbones.create(cfg.model)
-    model = backbone.model.to(rt.device)
-    if rt.channels_last:
-        model.to(memory_format=torch.channels_last)
-    feats, state, _ = features.obtain(cfg, backbone, rt, Preprocess(rt, backbone.data.mean, backbone.data.std))
-    return feats, backbone, state
-
-
 def score(preset: str, overrides: list[str]) -> Score:
     """One backbone's scores; whatever goes wrong is kept in `error`, never raised."""
-    from tl.analysis import transferability
+    from tl.training import frozen
 
     s, start = Score(preset), time.perf_counter()
     try:
         cfg = compose(preset, overrides)
         s.model, s.pretrained = str(cfg.model.name), bool(cfg.model.pretrained)
-        feats, _, s.feature_cache = frozen_features(cfg)
-        train_x, train_y = feats.train[0].numpy(), feats.train_targets.numpy()  # view 0: the plain crop
-        s.logme = transferability.logme(train_x, train_y)
-        s.knn_acc = transferability.knn_accuracy(train_x, train_y, feats.val.numpy(), feats.val_targets.numpy(), KNN_K)
+        scores = frozen.score(cfg, KNN_K)
+        s.logme, s.knn_acc, s.feature_cache = scores.logme, scores.knn_acc, scores.feature_cache
     except Exception as e:  # one backbone's failure is its row, not the end of the ranking
         s.error = f"{type(e).__name__}: {e}".splitlines()[0][:300]
         log.debug("ranking %s failed", preset, exc_info=True)
@@ -239,7 +216,10 @@ def _chart(scores: list[Score], path: Path) -> None:
 
 
 def log_run(uri: str, experiment: str, scores: list[Score], dataset_cfg, did: str, lines, command, argv) -> str:
+    from omegaconf import OmegaConf
+
     from tl.tracking import store
+    from tl.training import lifecycle
 
     client = store.prepare_store(uri)
     exp_id = store.experiment_id(client, experiment, uri)
@@ -247,9 +227,8 @@ def log_run(uri: str, experiment: str, scores: list[Score], dataset_cfg, did: st
             "tl.models": ",".join(s.preset for s in scores), "tl.command": " ".join(["tl rank", *map(shlex.quote, argv)]),
             "tl.git_commit": store.git_commit()}
     run_id = client.create_run(exp_id, run_name=f"rank-{dataset_cfg.name}", tags={k: store.text(v) for k, v in tags.items()}).info.run_id
-    try:
-        from omegaconf import OmegaConf
 
+    def body():
         store.log_params(client, run_id, {f"dataset.{k}": v for k, v in
                                              OmegaConf.to_container(dataset_cfg, resolve=True).items()})
         metrics = {}
@@ -265,10 +244,8 @@ def log_run(uri: str, experiment: str, scores: list[Score], dataset_cfg, did: st
             if any(s.logme is not None for s in scores):
                 _chart(scores, folder / "scores.png")
             client.log_artifacts(run_id, str(folder), ARTIFACT_DIR)
-    except BaseException:
-        client.set_terminated(run_id, "FAILED")
-        raise
-    client.set_terminated(run_id, "FINISHED")
+
+    lifecycle.to_the_end(client, run_id, body)  # FINISHED, or FAILED/KILLED with the error, never RUNNING
     return run_id
 
 

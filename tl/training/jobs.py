@@ -94,16 +94,23 @@ class Setup:
     frozen: list[int]  # frozen stages per phase, checked against the model before any data
 
 
-def build(cfg: DictConfig) -> Setup:
+def start(cfg: DictConfig) -> tuple[machine.Runtime, torch.Generator, backbones.Backbone]:
+    """How every use of a config's backbone begins (a run, a frozen pass that scores it): the
+    config checked, threads limited, the machine's runtime, seeded RNGs, the backbone built."""
     validate.check(cfg)
-    cfg = split_seeded(cfg)
     parallel.limit_threads()
     rt = machine.resolve_runtime(cfg.trainer)
     generator = machine.seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)
-    t0 = time.perf_counter()
     # A sweep's runs in this process share builds; a single run has nothing to share them with.
     with timeline.part("model"):
         backbone = backbones.create(cfg.model, reuse=sweep.in_multirun())
+    return rt, generator, backbone
+
+
+def build(cfg: DictConfig) -> Setup:
+    t0 = time.perf_counter()
+    rt, generator, backbone = start(cfg)
+    cfg = split_seeded(cfg)
     schedule = phases.schedule(cfg)
     for note in phases.adjusted(schedule):
         log.warning("strategy=%s: phase %s, to fit trainer.epochs=%d (logged as strategy.phase_epochs)",

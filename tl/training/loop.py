@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from tl.errors import TLError
 from tl.runtime import cost, progress, signals
 from tl.tracking import store
-from tl.training import checkpoints, jobs, param_groups, pending, phases
+from tl.training import checkpoints, jobs, param_groups, pending, phases, rungs
 from tl.training.engine import evaluate, train_one_epoch
 from tl.training.jobs import Setup
 
@@ -44,18 +44,20 @@ def grad_scaler(precision: str) -> torch.amp.GradScaler | None:
 
 def run_epochs(cfg: DictConfig, client, run_id: str, s: Setup, scaler, ckpts: checkpoints.RunCheckpoints,
                done: checkpoints.Progress, started: float | None = None) -> tuple[checkpoints.Progress, Setup]:
-    """Epochs `done.epoch + 1 .. trainer.epochs`, entering each later phase at its first epoch;
-    returns where training ends and the setup of the last phase. `started`: when this process's
-    share of the run began (`time.perf_counter`), for the run's total seconds in `last.pt`."""
+    """Epochs `done.epoch + 1 .. trainer.epochs` (or `.. trainer.stop_after`, a race's rung),
+    entering each later phase at its first epoch; returns where training ends and the setup of
+    the last phase. `started`: when this process's share of the run began (`time.perf_counter`),
+    for the run's total seconds in `last.pt`."""
     started = time.perf_counter() if started is None else started
     t = cfg.trainer
+    last_epoch = rungs.last_epoch(t)
     criterion = torch.nn.CrossEntropyLoss()
     best, best_epoch, total = done.best, done.best_epoch, done.seconds
     keep_best = cfg.tracking.get("log_checkpoint", True)
     records = pending.Pending(client, run_id, ckpts, float(cfg.tracking.get("flush_seconds", 0.0)),
                               rows=list(done.rows))
     try:
-        for epoch in progress.epochs(t.epochs, start=done.epoch + 1):
+        for epoch in progress.epochs(last_epoch, start=done.epoch + 1):
             if epoch > s.phase.end:
                 records.flush()  # the last phase's epochs land before its optimizer goes
                 s = jobs.enter(s, phases.at(s.schedule, epoch))
@@ -89,11 +91,11 @@ def run_epochs(cfg: DictConfig, client, run_id: str, s: Setup, scaler, ckpts: ch
                     train_rate: tr.images / max(tr.seconds, 1e-9),
                 }, best=(lambda: ckpts.best(model, epoch, va.acc, classes)) if improved and keep_best else None,
                     last=lambda: ckpts.last(here, model, optimizer, scheduler, scaler, generator, classes),
-                    final=epoch == t.epochs)
+                    final=epoch == last_epoch)
             log.info("epoch %d/%d  train loss %.4f acc %.4f  val loss %.4f acc %.4f  lr %.2e  %.1fs",
                      epoch, t.epochs, tr.loss, tr.acc, va.loss, va.acc, lr, seconds)
     finally:  # stopped early: the finished epochs that wait still land, the one in progress not
         records.flush()
     store.log_metrics(client, run_id, {"best_val_acc": best, "best_epoch": best_epoch,
-                                       "train_seconds": total}, step=t.epochs)
-    return checkpoints.Progress(t.epochs, best, best_epoch, total, s.phase.index), s
+                                       "train_seconds": total}, step=last_epoch)
+    return checkpoints.Progress(last_epoch, best, best_epoch, total, s.phase.index), s

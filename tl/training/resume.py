@@ -23,12 +23,12 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from tl.errors import ConfigError
 from tl.tracking import remote, store
-from tl.training import checkpoints
+from tl.training import checkpoints, rungs
 
 log = logging.getLogger(__name__)
 
 # Keys a resume may set on the command line: they change neither the data nor the numbers.
-ALLOWED = ("resume", "tracking.uri", "trainer.num_workers")
+ALLOWED = ("resume", "tracking.uri", "trainer.num_workers", "trainer.stop_after")
 # A server has no lock: a resume writes a claim tag, waits this long, and goes on only if the
 # tag is still its own (a rival that came later overwrote it; one that came earlier has set
 # the run RUNNING by then, which the status check refuses).
@@ -81,7 +81,7 @@ def _check_resumable(run, uri: str) -> None:
     status, rid = run.info.status, run.info.run_id
     if run.data.tags.get("tl.role") == "sweep":
         raise ConfigError(f"resume={rid} is a sweep's parent run: resume its KILLED or FAILED child runs")
-    if status == "FINISHED":
+    if status == "FINISHED" and rungs.stopped_at(run.data.tags) is None:
         raise ConfigError(f"resume={rid}: the run already FINISHED; there is nothing to resume")
     if status == "RUNNING" and _alive(run.data.tags):
         host, pid = run.data.tags.get("tl.host", "?"), run.data.tags.get("tl.pid", "?")
@@ -182,15 +182,26 @@ def reopen(cfg: DictConfig, overrides: list[str]):
         saved.tracking.uri = cfg.tracking.get("uri")
         if "trainer.num_workers" in given:
             saved.trainer.num_workers = cfg.trainer.num_workers
+        _next_rung(run, saved, cfg.trainer.get("stop_after"))
     with remote.refusals(uri, f"resuming run {rid}"):
         client.update_run(rid, status="RUNNING")
-    for key in ("tl.error", "tl.error_type"):
+    for key in ("tl.error", "tl.error_type", rungs.STOPPED_AT, rungs.STOP_REASON):
         if key in run.data.tags:
             client.delete_tag(rid, key)
     for k, v in {**process_tags(), "tl.resumes": str(int(run.data.tags.get("tl.resumes", "0")) + 1)}.items():
         client.set_tag(rid, k, v)
     log.info("resuming run %s (%s, was %s)", rid, run.info.run_name, run.info.status)
     return client, rid, saved
+
+
+def _next_rung(run, saved: DictConfig, stop) -> None:
+    """A run stopped at a rung continues to the rung `stop` names, or (None) to the end; a
+    killed or failed run keeps the rung it was training towards unless another is given."""
+    stopped = rungs.stopped_at(run.data.tags) if run.info.status == "FINISHED" else None
+    if stopped is not None:
+        rungs.check_continues(run.info.run_id, stopped, saved.trainer.epochs, stop)
+    if stopped is not None or stop is not None:
+        saved.trainer.stop_after = stop
 
 
 def check_unchanged(client, run_id: str, facts: dict) -> None:

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tl.runtime import cost, parallel, timeline
 from tl.tracking import redact, store
-from tl.training import checkpoints, diagnostics, head_grid, identity, jobs, lifecycle, loop, phases, resume
+from tl.training import checkpoints, diagnostics, head_grid, identity, jobs, lifecycle, loop, phases, resume, rungs
 
 log = logging.getLogger("tl")
 
@@ -121,9 +121,14 @@ def _fit(cfg, client, run_id, s: jobs.Setup, ckpts, done: checkpoints.Progress, 
             end, s = loop.run_epochs(cfg, client, run_id, s, scaler, ckpts, done, started)
         name = lifecycle.run_name(cfg)
         log.info("%s: best val acc %.4f at epoch %d", name, end.best, end.best_epoch)
+        if end.epoch < cfg.trainer.epochs:  # stopped at a rung: no diagnostics yet, last.pt stays
+            rungs.mark_stopped(client, run_id, end.epoch, cfg.trainer.epochs)
+            _log_total(client, run_id, started, end.epoch, done.elapsed)
+            return RunResult(run_id, end.best, end.best_epoch, end.seconds)
         diagnostics.log_best(client, run_id, s.model, ckpts.dir / checkpoints.BEST, s.job)
         test = None
-        if s.job.test_loader is not None:  # once, on the val-selected model, after every choice
+        # Once, on the val-selected model, after every choice; a race's trials never see test.
+        if s.job.test_loader is not None and cfg.trainer.get("evaluate_test", True):
             test = diagnostics.log_test(client, run_id, s.job, cfg.trainer.epochs)
             log.info("%s: test acc %.4f  loss %.4f (%d images)", name, test["test_acc"], test["test_loss"],
                      s.job.n_test)

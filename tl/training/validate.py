@@ -10,7 +10,7 @@ from tl.data.datasets import DATASETS
 from tl.errors import ConfigError, not_one_of
 from tl.models.backbones import SOURCES, stage_count
 from tl.runtime.paths import resolve
-from tl.training import phases
+from tl.training import phases, rungs
 from tl.training.optim import OPTIMIZERS, SCHEDULERS
 from tl.training.strategies import BN_MODES, STRATEGIES, frozen_stage_count
 
@@ -26,6 +26,7 @@ def check(cfg) -> None:
     _positive_int(t.batch_size, "trainer.batch_size")
     if t.get("eval_batch_size") is not None:
         _positive_int(t.eval_batch_size, "trainer.eval_batch_size")
+    rungs.check(t)
     if t.seed is None or isinstance(t.seed, bool) or not isinstance(t.seed, int):
         raise ConfigError(f"trainer.seed={t.seed!r} must be an integer")
     lr = cfg.optimizer.lr
