@@ -131,9 +131,8 @@ def scrub_hydra_output() -> None:
     if not HydraConfig.initialized():
         return
     hc = HydraConfig.get()
-    folders = [Path(hc.runtime.output_dir) / (hc.output_subdir or ".hydra")]
-    for folder in folders:
-        for f in sorted(folder.glob("*.yaml")) if folder.is_dir() else []:
+    if hc.output_subdir:  # null: Hydra saved nothing
+        for f in sorted((Path(hc.runtime.output_dir) / hc.output_subdir).glob("*.yaml")):
             scrub_file(f)
     if hc.sweep.dir:
         multirun = Path(hc.sweep.dir) / "multirun.yaml"
@@ -141,25 +140,30 @@ def scrub_hydra_output() -> None:
             scrub_file(multirun)
 
 
-class _RedactedRecord(logging.LogRecord):
-    """A log record whose message is redacted once, when it is made."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        try:
-            message = self.getMessage()
-        except Exception:  # a broken format string: leave it for logging to report
-            return
-        redacted = text(message)
-        if redacted != message:
-            self.msg, self.args = redacted, ()
+def _redacted(record: logging.LogRecord) -> logging.LogRecord:
+    try:
+        message = record.getMessage()
+    except Exception:  # a broken format string: leave it for logging to report
+        return record
+    redacted = text(message)
+    if redacted != message:
+        record.msg, record.args = redacted, ()
+    return record
 
 
 def redact_logs() -> None:
-    """Every log record this process makes from now on is redacted (any logger, any handler,
-    including ones set up later, e.g. each Hydra job's log file)."""
-    if logging.getLogRecordFactory() is not _RedactedRecord:
-        logging.setLogRecordFactory(_RedactedRecord)
+    """Every log record this process makes from now on is redacted when it is made, so any
+    logger and any handler (including ones set up later, e.g. each Hydra job's log file) gets
+    it redacted. Wraps whatever record factory is in place."""
+    factory = logging.getLogRecordFactory()
+    if getattr(factory, "redacts", False):
+        return
+
+    def make(*args, **kwargs):
+        return _redacted(factory(*args, **kwargs))
+
+    make.redacts = True
+    logging.setLogRecordFactory(make)
 
 
 def protect(uri: str | None = None) -> None:
