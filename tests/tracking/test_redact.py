@@ -118,3 +118,8 @@ def test_mlflow_is_kept_from_printing_a_uri_with_a_login(record_factory, monkeyp
 def test_without_login_keeps_everything_but_the_login():
     url = redact.without_login("https://alice:pw@host:8443/mlflow?x=1")
     assert urllib.parse.urlsplit(url)._replace() == urllib.parse.urlsplit("https://host:8443/mlflow?x=1")
+
+
+def test_a_node_copied_by_interpolation_is_recorded_redacted():
+    cfg = OmegaConf.create({"a": {"uri": "http://alice:pw@host"}, "b": "${a}"})
+    assert redact.recorded_config(cfg)["b"] == {"uri": "http://alice:***@host"}

@@ -85,14 +85,13 @@ def _leaves(node):
 
 
 def _merge(resolved, raw, secrets: list[str]):
-    if isinstance(resolved, dict) and isinstance(raw, dict):
-        return {k: _merge(v, raw.get(k), secrets) for k, v in resolved.items()}
-    if isinstance(resolved, list) and isinstance(raw, list) and len(raw) == len(resolved):
-        return [_merge(v, r, secrets) for v, r in zip(resolved, raw)]
-    if isinstance(raw, str) and "${" in raw:
-        value = str(resolved)
-        if env_names(raw) or any(s in value for s in secrets):
-            return text(raw)
+    if isinstance(raw, str) and "${" in raw and (env_names(raw) or any(s in str(resolved) for s in secrets)):
+        return text(raw)
+    if isinstance(resolved, dict):  # (raw may be an interpolation of a whole node)
+        return {k: _merge(v, raw.get(k) if isinstance(raw, dict) else None, secrets) for k, v in resolved.items()}
+    if isinstance(resolved, list):
+        same = isinstance(raw, list) and len(raw) == len(resolved)
+        return [_merge(v, raw[i] if same else None, secrets) for i, v in enumerate(resolved)]
     return text(resolved) if isinstance(resolved, str) else resolved
 
 
