@@ -17,7 +17,8 @@ from tl.tracking import links, redact, remote, store
 @pytest.mark.parametrize("given, recorded", [
     ("http://alice:pw@host:5000", "http://alice:***@host:5000"),
     ("tracking.uri=https://alice:pw@host/mlflow", "tracking.uri=https://alice:***@host/mlflow"),
-    ("postgresql+psycopg://mlflow:s3%40cret@127.0.0.1:5432/mlflow", "postgresql+psycopg://mlflow:***@127.0.0.1:5432/mlflow"),
+    ("postgresql+psycopg://mlflow:s3%40cret@127.0.0.1:5432/mlflow",
+     "postgresql+psycopg://mlflow:***@127.0.0.1:5432/mlflow"),
 ])
 def test_a_uri_password_is_masked_and_the_user_kept(given, recorded):
     assert redact.text(given) == recorded
@@ -70,7 +71,8 @@ def test_links_open_the_server_without_the_login():
 
 
 def test_a_tl_error_never_shows_a_password():
-    assert str(ConfigError("tracking.uri=http://alice:pw@host is wrong")) == "tracking.uri=http://alice:***@host is wrong"
+    error = ConfigError("tracking.uri=http://alice:pw@host is wrong")
+    assert str(error) == "tracking.uri=http://alice:***@host is wrong"
 
 
 def test_an_unreachable_servers_error_shows_the_user_not_the_password(monkeypatch):
@@ -118,3 +120,8 @@ def test_mlflow_is_kept_from_printing_a_uri_with_a_login(record_factory, monkeyp
 def test_without_login_keeps_everything_but_the_login():
     url = redact.without_login("https://alice:pw@host:8443/mlflow?x=1")
     assert urllib.parse.urlsplit(url)._replace() == urllib.parse.urlsplit("https://host:8443/mlflow?x=1")
+
+
+def test_a_node_copied_by_interpolation_is_recorded_redacted():
+    cfg = OmegaConf.create({"a": {"uri": "http://alice:pw@host"}, "b": "${a}"})
+    assert redact.recorded_config(cfg)["b"] == {"uri": "http://alice:***@host"}

@@ -239,6 +239,23 @@ def test_a_killed_run_resumes_through_the_server_with_every_epoch_logged(team):
     assert listing(team.server, run_id, "checkpoints") == {"checkpoints/best.pt"}
 
 
+def test_a_login_in_the_tracking_uri_logs_through_the_server_and_is_recorded_masked(team):
+    host = urllib.parse.urlsplit(team.url).netloc
+    out = tl_train(f"http://{ALICE[0]}:{ALICE[1]}@{host}", *run_overrides(team.data, epochs=1),
+                   cwd=team.work / "url-login")  # no MLFLOW_TRACKING_* login: the URI's is used
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert ALICE[1] not in out.stdout + out.stderr
+    (run,) = [r for r in all_runs(team.server)
+              if "alice:***@" in {t["key"]: t["value"] for t in r["data"]["tags"]}.get("tl.overrides", "")]
+    assert run["info"]["status"] == "FINISHED"
+    params = {p["key"]: p["value"] for p in run["data"]["params"]}
+    assert params["tracking.uri"] == f"http://alice:***@{host}"
+    recorded = json.dumps(run) + "".join(
+        api(team.server, "/get-artifact", run_id=run["info"]["run_id"], path=p).decode()
+        for p in ("config.yaml", "hydra/overrides.yaml", "hydra/hydra.yaml", "hydra/config.yaml"))
+    assert ALICE[1] not in recorded and f"alice:***@{host}" in recorded
+
+
 def test_sigterm_to_tl_server_stops_the_whole_server(team, tmp_path):
     """A second server (logins off) on the same database: SIGTERM to `tl server` alone (not
     its group) must take MLflow's CLI, uvicorn and its workers with it."""

@@ -85,14 +85,13 @@ def _leaves(node):
 
 
 def _merge(resolved, raw, secrets: list[str]):
-    if isinstance(resolved, dict) and isinstance(raw, dict):
-        return {k: _merge(v, raw.get(k), secrets) for k, v in resolved.items()}
-    if isinstance(resolved, list) and isinstance(raw, list) and len(raw) == len(resolved):
-        return [_merge(v, r, secrets) for v, r in zip(resolved, raw)]
-    if isinstance(raw, str) and "${" in raw:
-        value = str(resolved)
-        if env_names(raw) or any(s in value for s in secrets):
-            return text(raw)
+    if isinstance(raw, str) and "${" in raw and (env_names(raw) or any(s in str(resolved) for s in secrets)):
+        return text(raw)
+    if isinstance(resolved, dict):  # (raw may be an interpolation of a whole node)
+        return {k: _merge(v, raw.get(k) if isinstance(raw, dict) else None, secrets) for k, v in resolved.items()}
+    if isinstance(resolved, list):
+        same = isinstance(raw, list) and len(raw) == len(resolved)
+        return [_merge(v, raw[i] if same else None, secrets) for i, v in enumerate(resolved)]
     return text(resolved) if isinstance(resolved, str) else resolved
 
 
@@ -131,9 +130,8 @@ def scrub_hydra_output() -> None:
     if not HydraConfig.initialized():
         return
     hc = HydraConfig.get()
-    folders = [Path(hc.runtime.output_dir) / (hc.output_subdir or ".hydra")]
-    for folder in folders:
-        for f in sorted(folder.glob("*.yaml")) if folder.is_dir() else []:
+    if hc.output_subdir:  # null: Hydra saved nothing
+        for f in sorted((Path(hc.runtime.output_dir) / hc.output_subdir).glob("*.yaml")):
             scrub_file(f)
     if hc.sweep.dir:
         multirun = Path(hc.sweep.dir) / "multirun.yaml"
@@ -141,25 +139,30 @@ def scrub_hydra_output() -> None:
             scrub_file(multirun)
 
 
-class _RedactedRecord(logging.LogRecord):
-    """A log record whose message is redacted once, when it is made."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        try:
-            message = self.getMessage()
-        except Exception:  # a broken format string: leave it for logging to report
-            return
-        redacted = text(message)
-        if redacted != message:
-            self.msg, self.args = redacted, ()
+def _redacted(record: logging.LogRecord) -> logging.LogRecord:
+    try:
+        message = record.getMessage()
+    except Exception:  # a broken format string: leave it for logging to report
+        return record
+    redacted = text(message)
+    if redacted != message:
+        record.msg, record.args = redacted, ()
+    return record
 
 
 def redact_logs() -> None:
-    """Every log record this process makes from now on is redacted (any logger, any handler,
-    including ones set up later, e.g. each Hydra job's log file)."""
-    if logging.getLogRecordFactory() is not _RedactedRecord:
-        logging.setLogRecordFactory(_RedactedRecord)
+    """Every log record this process makes from now on is redacted when it is made, so any
+    logger and any handler (including ones set up later, e.g. each Hydra job's log file) gets
+    it redacted. Wraps whatever record factory is in place."""
+    factory = logging.getLogRecordFactory()
+    if getattr(factory, "redacts", False):
+        return
+
+    def make(*args, **kwargs):
+        return _redacted(factory(*args, **kwargs))
+
+    make.redacts = True
+    logging.setLogRecordFactory(make)
 
 
 def protect(uri: str | None = None) -> None:
