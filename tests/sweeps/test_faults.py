@@ -2,6 +2,7 @@
 session (SIGHUP), two runs started in the same second, a dead worker; each stays local and
 leaves no run lying about its status."""
 
+import os
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from tests.sweep_support import (
     job_args,
     kill_all,
     marked_processes,
+    metrics,
     new_mark,
     search,
     start_tl,
@@ -25,7 +27,6 @@ from tests.sweep_support import (
     tl_env,
     wait_for,
 )
-from tests.sweeps.hooks import StartAt  # noqa: F401 (named by the runs' Hydra overrides)
 
 
 def test_sighup_stops_a_sweep_like_sigterm_runs_and_parent_killed_and_exit_129(mlflow_server, tmp_path):
@@ -75,3 +76,36 @@ def test_two_runs_started_in_the_same_second_get_output_folders_and_hydra_record
         folders.add(hydra["runtime"]["output_dir"])
     assert len(folders) == 2
     assert len({f.rsplit("-", 2)[0] for f in folders}) == 1, f"not named in one second: {folders}"
+
+
+def test_a_worker_killed_by_sigkill_fails_only_its_own_job_and_queued_jobs_still_run(mlflow_server, tmp_path):
+    # As the kernel's OOM killer would: SIGKILL one loky worker mid-epoch, found by its run's pid.
+    name, mark = "oom", new_mark()
+    args = job_args(data_folder(tmp_path / "data", slow=True), tmp_path, mlflow_server, name, epochs=2, input_size=48)
+    proc = start_tl("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model.name=test_resnet",
+                    "trainer.seed=1,2,3", *args, cwd=tmp_path, mark=mark)
+
+    def a_running_job_one_epoch_in():
+        logged = epochs_logged(mlflow_server, name)
+        kids = search(mlflow_server, experiment(mlflow_server, name), "attributes.status = 'RUNNING'") if logged else []
+        return next((k for k in kids if logged.get(k["info"]["run_id"], 0) >= 1
+                     and tags(k).get("mlflow.parentRunId")), None)
+
+    try:
+        victim = wait_for(a_running_job_one_epoch_in, 300, "a job to log its first epoch", proc)
+        os.kill(int(tags(victim)["tl.pid"]), signal.SIGKILL)
+        code = proc.wait(timeout=600)
+        left = marked_processes(mark)
+    finally:
+        kill_all(mark)
+    log = (tmp_path / "sweep.log").read_text()
+    assert code == 1, log[-3000:]
+    assert left == [], f"processes of the sweep still alive after it exited: {left}"
+    sweep = sweep_runs(mlflow_server, name)
+    status = {k["info"]["run_id"]: k["info"]["status"] for k in sweep.kids}
+    dead = victim["info"]["run_id"]
+    assert status.pop(dead) == "FAILED"
+    assert "worker killed by SIGKILL — out of memory?" in tags([k for k in sweep.kids if k["info"]["run_id"] == dead][0])["tl.error"]
+    assert sorted(status.values()) == ["FINISHED", "FINISHED"]  # the other running job and the queued one
+    assert sweep.parent["info"]["status"] == "FAILED"
+    assert (metrics(sweep.parent)["jobs_launched"], metrics(sweep.parent)["runs_finished"]) == (3, 2)
