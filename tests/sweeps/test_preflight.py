@@ -41,3 +41,15 @@ def test_a_sweep_naming_a_preset_that_does_not_exist_starts_no_job(tmp_path):
     assert "1 of the sweep's 2 jobs cannot run" in out.stderr
     assert "job #1 [model=no_such_preset]: In 'train': Could not find 'model/no_such_preset'" in out.stderr
     assert "Config search path" not in out.stderr and "Traceback" not in out.stderr
+
+
+def test_jobs_failing_on_a_user_error_while_they_run_print_one_line_each_and_no_traceback(tmp_path):
+    # A data error shows only when a job reads its data, so every job starts and fails.
+    out, _ = sweep(tmp_path, "dataset=imagefolder", f"dataset.root={tmp_path / 'nowhere'}", "trainer.seed=1,2",
+                   "model=resnet18", "model.pretrained=false", "trainer.epochs=1")
+    assert out.returncode in (1, 2), out.stderr[-3000:]
+    assert "Traceback" not in out.stderr, out.stderr[-3000:]
+    said = f"DataError: dataset folder '{tmp_path / 'nowhere'}' does not exist"
+    if out.returncode == 1:  # each job ran and failed: Hydra's one line, then the sweep's line per job
+        assert said in out.stderr
+        assert out.stdout.count(said) == 2

@@ -5,12 +5,14 @@ import subprocess
 import sys
 
 import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from mlflow.tracking import MlflowClient
 from omegaconf import open_dict
 
-from tests.conftest import compose_cfg, make_image_folder
+from tests.conftest import CONF, make_image_folder
 from tests.sweep_support import tl_env
 from tl.runtime import parallel
 
@@ -19,7 +21,9 @@ from tl.runtime import parallel
 def as_job():
     """Make this process look like one job of a multirun with the given overrides."""
     def set_job(*overrides):
-        cfg = compose_cfg(*overrides)
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
         with open_dict(cfg):
             cfg.hydra.mode = RunMode.MULTIRUN
         HydraConfig.instance().set_config(cfg)

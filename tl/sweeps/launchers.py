@@ -112,7 +112,8 @@ def adopt(config: DictConfig) -> str:
 
 def death_cause(error: BaseException) -> str:
     """Why a loky worker died, from the error loky gives its job."""
-    # loky names the exit codes in its message: "... The exit codes of the workers are {SIGKILL(-9)}"
+    # loky gives no exit code but names it in its message (as in joblib#812: "... The exit codes
+    # of the workers are {SIGKILL(-9)}"); tests/sweeps/test_upstream.py fails if that changes.
     found = re.search(r"exit codes of the workers are \{(\w+)", str(error))
     code = found.group(1) if found else None
     if code == "SIGKILL":
@@ -172,6 +173,9 @@ def _worker_env(n_workers: int) -> dict[str, str]:
 def joblib_launch(launcher, job_overrides, initial_job_idx):
     """hydra-joblib-launcher's launch, with a worker's death confined to its own job: that job
     fails with the cause, the others finish, queued jobs still run. A stop signal stops them all."""
+    # An optional extra, so imported here. The plugin's one-job function lives in its private
+    # `_core` (its public `launch` runs every job in one joblib pool);
+    # tests/sweeps/test_upstream.py fails if it is renamed.
     from hydra_plugins.hydra_joblib_launcher._core import execute_job
 
     begin(launcher, job_overrides, initial_job_idx)
@@ -185,7 +189,8 @@ def joblib_launch(launcher, job_overrides, initial_job_idx):
     def collect() -> bool:
         for slot in slots:
             if slot.future is not None and slot.future.done():
-                results[slot.job[0]] = slot.result()
+                idx = slot.job[0]  # before `result()`, which frees the slot
+                results[idx] = slot.result()
         for slot in [s for s in slots if s.dead]:
             slots.remove(slot)
             slot.close()
@@ -225,7 +230,7 @@ def submitit_launch(launcher, cluster: str, job_overrides, initial_job_idx):
     """hydra-submitit-launcher's launch on `cluster` (`local` or `slurm`), waiting for every
     job: a cancelled or timed-out job (`UncompletedJobError`, submitit#1775) is a failed job,
     and a stop signal cancels every job this sweep submitted."""
-    import submitit
+    import submitit  # an optional extra, so imported here
     from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 
     begin(launcher, job_overrides, initial_job_idx)

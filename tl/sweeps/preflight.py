@@ -17,6 +17,9 @@ from __future__ import annotations
 import logging
 from typing import Callable, Sequence
 
+# Hydra's own splitting, so the checked jobs are the launched ones, in order (an internal
+# module; tests/sweeps/test_upstream.py fails if it changes).
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
@@ -41,8 +44,6 @@ class SweepConfigError(ConfigError):
 def job_overrides(config: DictConfig) -> list[list[str]] | None:
     """Each job's overrides, in launch order, as Hydra's basic sweeper will make them; None for
     another sweeper."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-
     if str(config.hydra.sweeper.get("_target_", "")) != BASIC_SWEEPER:
         return None
     params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]

@@ -37,6 +37,8 @@ def launch(launcher, job_overrides, initial_job_idx):
     """hydra-ray-launcher's local launch, waiting for every task: a task whose worker died
     is a failed job, and a stop signal cancels every task."""
     import ray
+    # The plugin's private `_launcher_util` (its `launch` neither waits out dead workers nor
+    # cancels on a signal, hydra#1884); tests/sweeps/test_upstream.py fails if it changes.
     from hydra_plugins.hydra_ray_launcher._launcher_util import launch_job_on_ray, start_ray
 
     begin(launcher, job_overrides, initial_job_idx)

@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Sequence
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobStatus
+from hydra.errors import CompactHydraException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict, read_write
@@ -39,8 +41,8 @@ log = logging.getLogger(__name__)
 
 PARENT_ENV = "TL_SWEEP_PARENT_RUN"
 
-__all__ = ["MlflowSweepCallback", "Parent", "SweepError", "children", "finish", "finish_all",
-           "in_multirun", "parent_for_job"]
+__all__ = ["JobError", "MlflowSweepCallback", "Parent", "SweepError", "children", "finish",
+           "finish_all", "in_multirun", "launched", "parent_for_job"]
 
 
 class SweepError(TLError):
@@ -79,6 +81,27 @@ def parent_for_job(uri: str) -> Parent | None:
         raise signals.JobKilled(f"the sweep was stopped by {stopping} before this job began; "
                                 "it started no run")
     return Parent(uri, run.info.experiment_id, run.info.run_id)
+
+
+def launched(n: int) -> None:
+    """A sweeper or launcher handed `n` more jobs out (negative: fewer runs than jobs to count)."""
+    SWEEP.launched(n)
+
+
+class JobError(CompactHydraException):
+    """A job's user error (bad config or data, a stop signal): Hydra prints its message alone,
+    one line, where it printed the traceback of any exception a job raised."""
+
+
+def compact_failure(job_return) -> None:
+    """Give a job that failed on a user error a one-line error in place of its exception."""
+    # Hydra keeps a failed job's exception in the private `_return_value` (the public
+    # `return_value` raises it, and says so on stderr); tests/sweeps/test_upstream.py fails if
+    # that changes.
+    error = getattr(job_return, "_return_value", None)
+    if job_return is not None and job_return.status == JobStatus.FAILED \
+            and isinstance(error, (TLError, signals.JobKilled)):
+        job_return.return_value = JobError(f"{type(error).__name__}: {' '.join(str(error).split())}")
 
 
 class MlflowSweepCallback(Callback):
@@ -131,6 +154,11 @@ class MlflowSweepCallback(Callback):
         # (the other launchers count their jobs as they hand them out).
         if SWEEP.parents and not _launcher_counts():
             SWEEP.launched(1)
+
+    def on_job_end(self, config: DictConfig, job_return=None, **kwargs) -> None:
+        # Runs where the job ran, before its result goes back to the launcher.
+        if in_multirun():
+            compact_failure(job_return)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         finish_all()
