@@ -1,5 +1,10 @@
-"""Running as one job of a parallel sweep (Hydra's joblib launcher, whose workers are loky
-processes): DataLoader workers and CPU threads that suit it."""
+"""Running as one job of a parallel sweep: DataLoader workers and CPU threads that suit it, so
+that the jobs running at once use at most the cores there are (n_jobs x threads <= cores).
+
+A job learns what it was granted from its own Hydra launcher config, which travels with it:
+joblib's `n_jobs` (its loky workers share this machine's cores), Ray's `ray.remote.num_cpus`,
+submitit's `cpus_per_task` (or SLURM's own variable). Nothing here imports Ray
+(`tl.sweeps.ray_jobs` is tl's one Ray module)."""
 
 from __future__ import annotations
 
@@ -35,19 +40,26 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
-def sweep_jobs() -> int | None:
-    """`hydra.launcher.n_jobs` of the joblib sweep this process is a job of, else None."""
-    if not in_loky_worker():
-        return None
+def workers(n_jobs) -> int:
+    """How many jobs joblib runs at once for `n_jobs` (None: 1; -1: every core; -2: all but one)."""
+    if n_jobs is None:
+        return 1
+    n = int(n_jobs)
+    return max(1, cores() + 1 + n) if n < 0 else max(n, 1)
+
+
+def _launcher():
+    """This job's Hydra launcher config, or None outside a Hydra job."""
     from hydra.core.hydra_config import HydraConfig
 
-    if not HydraConfig.initialized():
+    return HydraConfig.get().launcher if HydraConfig.initialized() else None
+
+
+def sweep_jobs() -> int | None:
+    """How many jobs the joblib sweep this process is a job of runs at once, else None."""
+    if not in_loky_worker() or _launcher() is None:
         return None
-    n = HydraConfig.get().launcher.get("n_jobs")
-    if n is None:
-        return 1
-    n = int(n)
-    return cores() if n < 0 else max(n, 1)
+    return workers(_launcher().get("n_jobs"))
 
 
 def limit_threads() -> None:
@@ -76,13 +88,16 @@ def in_sweep_worker() -> bool:
 
 
 def in_ray_worker() -> bool:
-    import sys
+    # Hydra's Ray launcher runs every job in a Ray task, never in the launching process.
+    launcher = _launcher()
+    return launcher is not None and launcher.get("ray") is not None and _multirun()
 
-    if "ray" not in sys.modules:
-        return False
-    import ray
 
-    return ray.is_initialized() and ray.get_runtime_context().worker.mode == ray.WORKER_MODE
+def _multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def submitit_executor() -> str | None:
@@ -93,22 +108,15 @@ def granted_cpus() -> int | None:
     """CPUs the launcher granted this job: Ray's `num_cpus` for the task, SLURM's
     `cpus_per_task` (or submitit_local's), else None (not such a job, or nothing granted)."""
     if in_ray_worker():
-        import ray
-
-        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
-        return max(1, int(cpus)) if cpus else None
+        cpus = _launcher().ray.remote.get("num_cpus")
+        return max(1, int(cpus)) if cpus else 1  # Ray reserves one CPU for a task by default
     executor = submitit_executor()
     if executor is None:
         return None
     if os.environ.get("SLURM_CPUS_PER_TASK", "").isdigit():
         return max(1, int(os.environ["SLURM_CPUS_PER_TASK"]))
-    from hydra.core.hydra_config import HydraConfig
-
-    if HydraConfig.initialized():
-        cpus = HydraConfig.get().launcher.get("cpus_per_task")
-        if cpus is not None:
-            return max(1, int(cpus))
-    return None
+    cpus = _launcher().get("cpus_per_task") if _launcher() is not None else None
+    return max(1, int(cpus)) if cpus is not None else None
 
 
 @contextlib.contextmanager

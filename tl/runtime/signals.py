@@ -1,4 +1,7 @@
-"""SIGINT/SIGTERM stop a run cleanly; a second signal ends the process at once.
+"""SIGINT/SIGTERM/SIGHUP stop a run cleanly; a second signal ends the process at once.
+
+SIGHUP is what a dropped ssh session sends: without a handler it killed the process outright and
+left its run (or its sweep's parent run) RUNNING for good.
 
 The first signal raises `Interrupted` in the main thread, at the next Python instruction,
 unless a `deferred()` section is running: then it is raised when that section ends, so an
@@ -13,7 +16,7 @@ import os
 import signal
 import threading
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class Interrupted(KeyboardInterrupt):

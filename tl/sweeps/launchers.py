@@ -1,11 +1,13 @@
 """Hydra's launcher plugins (joblib, Ray, submitit), as tl runs them.
 
-The sweep callback hands the chosen plugin's launcher over to a subclass here before Hydra
-instantiates it (`adopt`), so that with every launcher:
-- the sweep waits for every job, and a job whose worker died (a killed Ray worker, a cancelled
-  SLURM job, a crashed loky worker) is one failed job, not the end of the others;
+The sweep callback hands the chosen plugin's launcher over to a subclass (in
+hydra_plugins/tl_launchers) before Hydra instantiates it (`adopt`), so that with every launcher:
+- the sweep waits for every job, and a job whose worker died (the OOM killer, a segfault, a
+  killed Ray worker, a cancelled SLURM job) is one failed job, not the end of the others;
 - a stop signal to the launching process stops every job it started (`tl.sweeps.stopping`);
 - an embedded store is refused when jobs may run where they cannot write it.
+The joblib and submitit launches are here; Ray's, with everything else about Ray, is in
+`tl.sweeps.ray_jobs`.
 
 In a job, `tl.runtime.parallel.granted_cpus()` says how many CPUs the launcher granted it
 (Ray's `num_cpus`, submitit's `cpus_per_task`); `limit_threads` turns that into torch threads.
@@ -15,13 +17,23 @@ from __future__ import annotations
 
 import logging
 import os
-import time
-from typing import Sequence
+import re
+import signal
+import socket
+from collections import deque
+from concurrent.futures import Future
 
+from hydra.core.singleton import Singleton
+from joblib.externals.loky import ProcessPoolExecutor
+from joblib.externals.loky.process_executor import BrokenProcessPool
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from tl.errors import ConfigError
-from tl.sweeps import stopping
+from tl.runtime import parallel, signals
+from tl.sweeps import ray_jobs
+from tl.sweeps.launch import begin, failed_job, wait_for_jobs
+from tl.sweeps.state import SWEEP
+from tl.sweeps.stopping import Stop, signal_tree
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +55,9 @@ OURS = {
 # Jobs of these run in processes this one did not fork, possibly on other machines.
 OUTSIDE = ("ray", "submitit_local", "submitit_slurm")
 
-# How long a stopped sweep waits for its jobs to close their runs before killing them.
-STOP_GRACE_SECONDS = 60
+
+class WorkerDied(RuntimeError):
+    """A job's worker process ended without returning its job (killed, crashed)."""
 
 
 def kind(launcher_cfg) -> str:
@@ -90,237 +103,177 @@ def adopt(config: DictConfig) -> str:
     with read_write(config.hydra), open_dict(config.hydra):
         config.hydra.launcher._target_ = OURS[k]
         if k == "ray":
-            remote = config.hydra.launcher.ray.remote
-            # Ray reruns a task whose worker died; a rerun would start a second run of the same
-            # job. The dead one ends KILLED instead, and `+resume` continues it.
-            if remote.get("max_retries") is None:
-                remote.max_retries = 0
+            ray_jobs.prepare(config.hydra.launcher)
     return k
 
 
-def _failed(overrides: Sequence[str], idx: int, error: BaseException):
-    """The JobReturn of a job whose worker died before it could return one."""
-    from hydra.core.utils import JobReturn, JobStatus
-
-    ret = JobReturn(overrides=list(overrides), status=JobStatus.FAILED)
-    ret.return_value = error
-    ret.status = JobStatus.FAILED
-    log.error("job #%d (%s) ended without a result: %s", idx, " ".join(overrides), error)
-    return ret
-
-
 # ---------------------------------------------------------------------------------------------
-# joblib (loky workers on this machine)
+# joblib: loky workers on this machine
 
-def _loky_workers() -> list[int]:
-    from joblib.externals.loky import reusable_executor
+def death_cause(error: BaseException) -> str:
+    """Why a loky worker died, from the error loky gives its job."""
+    # loky gives no exit code but names it in its message (as in joblib#812: "... The exit codes
+    # of the workers are {SIGKILL(-9)}"); tests/sweeps/test_upstream.py fails if that changes.
+    found = re.search(r"exit codes of the workers are \{(\w+)", str(error))
+    code = found.group(1) if found else None
+    if code == "SIGKILL":
+        return "worker killed by SIGKILL — out of memory? (the kernel's OOM killer sends SIGKILL)"
+    if code and code.startswith("SIG"):
+        return f"worker killed by {code}" + (" (a crash in native code)" if code == "SIGSEGV" else "")
+    if code:
+        return f"worker exited with status {code} while running the job"
+    return f"worker died while running the job ({type(error).__name__}: {' '.join(str(error).split())})"
 
-    executor = reusable_executor._executor
-    return list(getattr(executor, "_processes", {}) or {}) if executor is not None else []
 
+class _Slot:
+    """One loky worker of a joblib sweep, reused job after job as joblib's pool does, but in a
+    pool of its own: when loky's one pool lost a worker (the OOM killer, a segfault), it
+    killed every other worker and failed every queued job (loky's `terminate_broken`); a slot's
+    death fails its own job only, and a fresh slot takes the queued ones."""
 
-def _shutdown_loky() -> None:
-    from joblib.externals.loky import reusable_executor
+    def __init__(self, env: dict[str, str]):
+        self.executor = ProcessPoolExecutor(max_workers=1, env=env)
+        self.pid = self.executor.submit(os.getpid).result()
+        self.future, self.job, self.dead = None, None, False
 
-    executor = reusable_executor._executor
-    if executor is not None:
-        # loky keeps idle workers for 300 s and would run queued jobs on its own (loky#360).
-        executor.shutdown(wait=True, kill_workers=True)
-
-
-def _signal_pids(pids, signum) -> None:
-    for pid in pids:
+    def run(self, fn, idx: int, overrides, *args) -> None:
+        self.job = (idx, list(overrides))
         try:
-            os.kill(pid, signum)
-        except ProcessLookupError:
-            pass
+            self.future = self.executor.submit(fn, idx, overrides, *args)
+        except BrokenProcessPool as e:  # the worker died while idle: `result` says so
+            self.future = Future()
+            self.future.set_exception(e)
 
-
-class JoblibStop:
-    """Mixed into the joblib launcher: a stop signal stops its loky workers too."""
-
-    def launch(self, job_overrides, initial_job_idx):
-        import signal
-
-        from tl.sweeps import sweep
-
-        sweep.check_can_launch()
-        sweep.launched(len(job_overrides))
-        stop = stopping.Stop(
-            cancel=lambda: _signal_pids(_loky_workers(), signal.SIGTERM),
-            force=lambda: _signal_pids(_loky_workers(), signal.SIGKILL))
+    def result(self):
+        """This slot's finished job's JobReturn; frees the slot."""
+        (idx, overrides), future = self.job, self.future
+        self.job = self.future = None
         try:
-            with stop:
-                # A job stopped by the signal returns as failed (JobKilled); a queued job sees
-                # its parent stopping and starts no run: the Parallel call returns on its own.
-                return super().launch(job_overrides, initial_job_idx)
-        finally:
-            if stop.signum is not None:
-                _shutdown_loky()
+            return future.result()
+        except BrokenProcessPool as e:
+            self.dead = True
+            cause = death_cause(e)
+            SWEEP.worker_died(socket.gethostname(), self.pid, cause)
+            return failed_job(overrides, idx, WorkerDied(f"job #{idx} (worker pid {self.pid}): {cause}"))
+        except Exception as e:  # the job could not be sent or its result not read back
+            return failed_job(overrides, idx, e)
+
+    def close(self) -> None:
+        # loky keeps idle workers alive, and would run queued work on its own (loky#360).
+        self.executor.shutdown(wait=True, kill_workers=True)
 
 
-# ---------------------------------------------------------------------------------------------
-# Ray (a local instance or an existing cluster)
+def _worker_env(n_workers: int) -> dict[str, str]:
+    # As joblib's Parallel does: the native thread pools share the cores between the workers,
+    # unless the user set them.
+    share = str(max(1, parallel.cores() // n_workers))
+    return {v: os.environ.get(v, share) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
 
-def ray_launch(launcher, job_overrides, initial_job_idx):
-    """hydra-ray-launcher's local launch, waiting for every task: a task whose worker died
-    is a failed job, and a stop signal cancels every task."""
-    from pathlib import Path
 
-    import ray
-    from hydra.core.singleton import Singleton
-    from hydra.core.utils import configure_log, filter_overrides, setup_globals
-    from hydra_plugins.hydra_ray_launcher._launcher_util import (
-        launch_job_on_ray,
-        start_ray,
-    )
+def joblib_launch(launcher, job_overrides, initial_job_idx):
+    """hydra-joblib-launcher's launch, with a worker's death confined to its own job: that job
+    fails with the cause, the others finish, queued jobs still run. A stop signal stops them all."""
+    # An optional extra, so imported here. The plugin's one-job function lives in its private
+    # `_core` (its public `launch` runs every job in one joblib pool);
+    # tests/sweeps/test_upstream.py fails if it is renamed.
+    from hydra_plugins.hydra_joblib_launcher._core import execute_job
 
-    from tl.sweeps import sweep
+    begin(launcher, job_overrides, initial_job_idx)
+    n_workers = min(parallel.workers(launcher.joblib.get("n_jobs")), len(job_overrides))
+    env, state = _worker_env(n_workers), Singleton.get_state()
+    queue = deque(enumerate(job_overrides, initial_job_idx))
+    slots: list[_Slot] = []
+    results: dict[int, object] = {}
+    SWEEP.launched(len(job_overrides))
 
-    sweep.check_can_launch()
-    setup_globals()
-    configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
-    Path(str(launcher.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-    init = launcher.ray_cfg.init
-    started_here = not ray.is_initialized() and not init.get("address")
-    if not init.get("address"):
-        # A small object store for a local instance (jobs pass configs, not data; hydra#2893:
-        # an existing cluster refuses this key).
-        init.setdefault("object_store_memory", 78643200)
-    start_ray(init)
-    sweep.launched(len(job_overrides))
+    def collect() -> bool:
+        for slot in slots:
+            if slot.future is not None and slot.future.done():
+                idx = slot.job[0]  # before `result()`, which frees the slot
+                results[idx] = slot.result()
+        for slot in [s for s in slots if s.dead]:
+            slots.remove(slot)
+            slot.close()
+        while queue and stop.signum is None:
+            free = [s for s in slots if s.future is None]
+            if not free and len(slots) >= n_workers:
+                break
+            slot = free[0] if free else _Slot(env)
+            if not free:
+                slots.append(slot)
+            idx, overrides = queue.popleft()
+            slot.run(execute_job, idx, overrides, launcher.hydra_context, launcher.config,
+                     launcher.task_function, state)
+        return all(s.future is None for s in slots) and (not queue or stop.signum is not None)
 
-    refs = {}
-    stop = stopping.Stop(
-        cancel=lambda: [ray.cancel(r, force=False) for r in refs if r not in done],
-        force=lambda: [ray.cancel(r, force=True) for r in refs if r not in done])
-    done: dict = {}
+    def busy(signum):
+        for s in slots:
+            if s.future is not None:
+                signal_tree(s.pid, signum, children_too=signum == signal.SIGKILL)
+
+    stop = Stop(cancel=lambda: busy(signal.SIGTERM), force=lambda: busy(signal.SIGKILL))
     try:
         with stop:
-            for i, overrides in enumerate(job_overrides):
-                idx = initial_job_idx + i
-                log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
-                cfg = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, list(overrides))
-                with open_dict(cfg):
-                    cfg.hydra.job.id = f"job_id_for_{idx}"
-                    cfg.hydra.job.num = idx
-                ref = launch_job_on_ray(launcher.hydra_context, launcher.ray_cfg.remote, cfg,
-                                        launcher.task_function, Singleton.get_state())
-                refs[ref] = (idx, list(overrides))
-                if stop.signum is not None:
-                    break
-            deadline = None
-            while len(done) < len(refs):
-                pending = [r for r in refs if r not in done]
-                ready, _ = ray.wait(pending, num_returns=1, timeout=1.0)
-                for r in ready:
-                    idx, overrides = refs[r]
-                    try:
-                        done[r] = ray.get(r)
-                    except Exception as e:  # the worker died, or the task was cancelled
-                        done[r] = _failed(overrides, idx, e)
-                if stop.signum is not None:
-                    deadline = deadline or time.monotonic() + STOP_GRACE_SECONDS
-                    if time.monotonic() > deadline:
-                        stop.force()
-                        break
-        return [done[r] for r in refs]
+            # A job stopped by the signal returns as failed (JobKilled); a queued one never starts.
+            wait_for_jobs(stop, collect, pause=0.2)
     finally:
-        if started_here:  # no process of a local instance outlives the sweep
-            ray.shutdown()
+        for slot in slots:
+            slot.close()
+    return [results.get(idx) or failed_job(o, idx, signals.JobKilled("the sweep was stopped before it returned"))
+            for idx, o in enumerate(job_overrides, initial_job_idx)]
 
 
 # ---------------------------------------------------------------------------------------------
-# submitit (SLURM, or local processes)
+# submitit: SLURM, or local processes
 
-def submitit_launch(launcher, job_overrides, initial_job_idx):
-    """hydra-submitit-launcher's launch, waiting for every job: a cancelled or timed-out job
-    (`UncompletedJobError`, submitit#1775) is a failed job, and a stop signal cancels every
-    job this sweep submitted."""
-    from pathlib import Path
-
-    import submitit
-    from hydra.core.singleton import Singleton
-    from hydra.core.utils import filter_overrides
+def submitit_launch(launcher, cluster: str, job_overrides, initial_job_idx):
+    """hydra-submitit-launcher's launch on `cluster` (`local` or `slurm`), waiting for every
+    job: a cancelled or timed-out job (`UncompletedJobError`, submitit#1775) is a failed job,
+    and a stop signal cancels every job this sweep submitted."""
+    import submitit  # an optional extra, so imported here
     from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 
-    from tl.sweeps import sweep
-
-    sweep.check_can_launch()
+    begin(launcher, job_overrides, initial_job_idx)
     params = dict(launcher.params)
     init_keys = {"max_num_timeout", "submitit_folder"}
     init = {"folder": params["submitit_folder"]}
-    init.update({f"{launcher._EXECUTOR}_{k}": v for k, v in params.items() if k == "max_num_timeout"})
-    executor = submitit.AutoExecutor(cluster=launcher._EXECUTOR, **init)
+    init.update({f"{cluster}_{k}": v for k, v in params.items() if k == "max_num_timeout"})
+    executor = submitit.AutoExecutor(cluster=cluster, **init)
     base = set(OmegaConf.structured(BaseQueueConf).keys())
-    executor.update_parameters(**{k if k in base else f"{launcher._EXECUTOR}_{k}": v
+    executor.update_parameters(**{k if k in base else f"{cluster}_{k}": v
                                   for k, v in params.items() if k not in init_keys})
-    sweep_dir = Path(str(launcher.config.hydra.sweep.dir))
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    args = []
-    for i, overrides in enumerate(job_overrides):
-        idx = initial_job_idx + i
-        log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
-        args.append((list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state()))
-    sweep.launched(len(job_overrides))
+    args = [(list(o), "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state())
+            for idx, o in enumerate(job_overrides, initial_job_idx)]
+    SWEEP.launched(len(job_overrides))
     jobs = executor.map_array(launcher, *zip(*args))
-
-    def cancel():
-        for j in jobs:
-            if not j.done():
-                _stop_submitit_job(j, graceful=True)
-
-    def force():
-        for j in jobs:
-            if not j.done():
-                _stop_submitit_job(j, graceful=False)
-
-    stop = stopping.Stop(cancel=cancel, force=force)
     results: dict[int, object] = {}
+
+    def collect() -> bool:
+        for n, j in enumerate(jobs):
+            if n not in results and j.done():
+                try:
+                    results[n] = j.results()[0]
+                except Exception as e:  # cancelled, timed out, or its process died
+                    results[n] = failed_job(args[n][0], args[n][2], e)
+        return len(results) == len(jobs)
+
+    def stop_all(graceful: bool):
+        for j in jobs:
+            if not j.done():
+                _stop_submitit_job(j, cluster, graceful)
+
+    stop = Stop(cancel=lambda: stop_all(True), force=lambda: stop_all(False))
     with stop:
-        deadline = None
-        while len(results) < len(jobs):
-            for n, j in enumerate(jobs):
-                if n not in results and j.done():
-                    try:
-                        results[n] = j.results()[0]
-                    except Exception as e:  # cancelled, timed out, or its process died
-                        results[n] = _failed(args[n][0], args[n][2], e)
-            if stop.signum is not None:
-                deadline = deadline or time.monotonic() + STOP_GRACE_SECONDS
-                if time.monotonic() > deadline:
-                    force()
-                    break
-            time.sleep(0.5)
-    return [results[n] for n in range(len(jobs))]
+        wait_for_jobs(stop, collect, pause=0.5)
+    return [results.get(n) or failed_job(a[0], a[2], signals.JobKilled("killed after the stop's grace period"))
+            for n, a in enumerate(args)]
 
 
-def _stop_submitit_job(job, graceful: bool) -> None:
-    import signal
-
-    if getattr(job, "_process", None) is not None:  # submitit_local: the job's controller process
-        # SIGTERM is forwarded to the task, where tl ends the run KILLED; submitit's own
-        # cancel() sends SIGINT and kills the task a second later.
-        tree = [] if graceful else _descendants(job._process.pid)
-        try:
-            job._process.send_signal(signal.SIGTERM if graceful else signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        _signal_pids(tree, signal.SIGKILL)
+def _stop_submitit_job(job, cluster: str, graceful: bool) -> None:
+    if cluster == "local":
+        # A local job's id is its controller process's pid. SIGTERM is forwarded to the task,
+        # where tl ends the run KILLED; submitit's own cancel() sends SIGINT and kills the task
+        # a second later.
+        signal_tree(int(job.job_id), signal.SIGTERM if graceful else signal.SIGKILL, children_too=not graceful)
     else:  # SLURM: scancel sends SIGTERM, then SIGKILL after the cluster's KillWait
         job.cancel(check=False)
-
-
-def _descendants(pid: int) -> list[int]:
-    """Child processes of `pid`, recursively (Linux /proc)."""
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            with open(f"/proc/{p}/task/{p}/children") as f:
-                kids = [int(x) for x in f.read().split()]
-        except OSError:
-            kids = []
-        out += kids
-        todo += kids
-    return out

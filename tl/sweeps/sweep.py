@@ -8,56 +8,49 @@ in the job's environment. A multirun job without it, or whose parent is not in i
 an error: it never logs as a run outside its sweep.
 Hydra skips `on_multirun_end` when a job failed (hydra#2284), so `finish_all()` also runs from
 `tl.train.main`'s `finally`: the parent always ends, FAILED if any child did not finish. A
-child still RUNNING then lost its process (SIGKILL, a crash): it is marked KILLED, resumable.
+child still RUNNING then lost its process: it is marked FAILED with the cause when its
+launcher saw the worker die (the OOM killer, a segfault), else KILLED (a second Ctrl-C, a
+SIGKILL), resumable either way.
+Before anything is created, every job's config is composed and checked (`tl.sweeps.preflight`):
+a sweep with a job that cannot run starts none, and says why for each.
+The sweep's state in this process lives in `tl.sweeps.state.SWEEP`, which this module owns.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import socket
+import sys
 from pathlib import Path
+from typing import Sequence
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobStatus
+from hydra.errors import CompactHydraException
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from tl.errors import TLError
 from tl.runtime import signals
+from tl.sweeps import launchers, preflight
+from tl.sweeps.state import SWEEP, Parent
 from tl.tracking import redact, store
 
 log = logging.getLogger(__name__)
 
 PARENT_ENV = "TL_SWEEP_PARENT_RUN"
 
+__all__ = ["JobError", "MlflowSweepCallback", "Parent", "SweepError", "children", "finish",
+           "finish_all", "in_multirun", "launched", "parent_for_job"]
+
 
 class SweepError(TLError):
     """A multirun job that cannot tell which sweep it belongs to."""
 
 
-@dataclass
-class Parent:
-    uri: str
-    experiment_id: str
-    run_id: str
-    launched: int = 0  # jobs handed to the launcher, whether or not they logged a run
-
-
-_ACTIVE: list[Parent] = []
-# Why this sweep must not launch: Hydra turns a callback's exception into a warning and goes
-# on, so the error is kept here and raised by tl's launchers (and in-process jobs) instead.
-_REFUSED: list[Exception] = []
-
-
-def check_can_launch() -> None:
-    """Raise the error that stopped `on_multirun_start`, before any job is launched."""
-    if _REFUSED:
-        raise _REFUSED[-1]
-
-
 def in_multirun() -> bool:
     """Whether this process runs the jobs of a Hydra multirun (`-m`)."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
@@ -65,15 +58,10 @@ def parent_for_job(uri: str) -> Parent | None:
     """The sweep's parent run, when this job is part of a multirun, from the job's own config.
     Raises when a multirun job has none, or its parent is not in `uri`'s store, and
     `signals.JobKilled` when the sweep was stopped before this job began."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    if not HydraConfig.initialized():
+    if not in_multirun():
         return None
     hc = HydraConfig.get()
-    if hc.mode != RunMode.MULTIRUN:
-        return None
-    check_can_launch()  # in-process jobs (Hydra's basic launcher) of a refused sweep
+    SWEEP.check_can_launch()  # in-process jobs (Hydra's basic launcher) of a refused sweep
     run_id = hc.job.env_set.get(PARENT_ENV)
     if not run_id:
         raise SweepError(
@@ -96,32 +84,51 @@ def parent_for_job(uri: str) -> Parent | None:
 
 
 def launched(n: int) -> None:
-    """A launcher handed `n` more jobs to its workers: the sweep's count covers them all."""
-    for parent in _ACTIVE:
-        parent.launched += n
+    """A sweeper or launcher handed `n` more jobs out (negative: fewer runs than jobs to count)."""
+    SWEEP.launched(n)
 
 
-def mark_stopping(signal_name: str) -> None:
-    """Jobs that start after a stop signal see this on their parent and begin no run."""
-    for parent in _ACTIVE:
-        store.client_for(parent.uri).set_tag(parent.run_id, "tl.stopping", signal_name)
+class JobError(CompactHydraException):
+    """A job's user error (bad config or data, a stop signal): Hydra prints its message alone,
+    one line, where it printed the traceback of any exception a job raised."""
+
+
+def compact_failure(job_return) -> None:
+    """Give a job that failed on a user error a one-line error in place of its exception."""
+    # Hydra keeps a failed job's exception in the private `_return_value` (the public
+    # `return_value` raises it, and says so on stderr); tests/sweeps/test_upstream.py fails if
+    # that changes.
+    error = getattr(job_return, "_return_value", None)
+    if job_return is not None and job_return.status == JobStatus.FAILED \
+            and isinstance(error, (TLError, signals.JobKilled)):
+        job_return.return_value = JobError(f"{type(error).__name__}: {' '.join(str(error).split())}")
 
 
 class MlflowSweepCallback(Callback):
-    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        from tl.sweeps import launchers
+    """`checks`: functions (by dotted name) each job's composed config must pass before the
+    sweep starts (conf/train.yaml names tl's config checks)."""
 
-        _REFUSED.clear()
+    def __init__(self, checks: Sequence[str] = ()):
+        self.checks = list(checks)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        SWEEP.begin()
         launchers.adopt(config)
+        try:
+            preflight.check(config, self.checks)
+        except preflight.SweepConfigError as e:
+            # A user error: the message, no traceback, exit status 2 as for a single run. Raised
+            # as SystemExit, which Hydra lets through (any other exception here it turns into a
+            # warning, and the sweep would go on).
+            print(f"tl-train: error: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
         try:
             self._start(config)
         except Exception as e:
-            _REFUSED.append(e)
+            SWEEP.refuse(e)
             raise
 
     def _start(self, config: DictConfig) -> None:
-        from tl.sweeps import launchers
-
         uri = store.resolve_uri(config.tracking)
         redact.protect(uri)  # the launcher logs each job's overrides
         launchers.check_store(config, uri)  # before anything is created or launched
@@ -140,24 +147,25 @@ class MlflowSweepCallback(Callback):
         # load_sweep_config), so this one reaches every job, in any launcher.
         with read_write(config.hydra), open_dict(config.hydra):
             config.hydra.overrides.hydra.append(f"++hydra.job.env_set.{PARENT_ENV}={parent.run_id}")
-        _ACTIVE.append(parent)
+        SWEEP.parents.append(parent)
         log.info("sweep parent run %s in experiment %s", parent.run_id, exp_id)
 
     def on_job_start(self, config: DictConfig, **kwargs) -> None:
         # Runs where the job runs: here, in this process, only with Hydra's basic launcher
         # (the other launchers count their jobs as they hand them out).
-        if _ACTIVE and not _launcher_counts():
-            launched(1)
+        if SWEEP.parents and not _launcher_counts():
+            SWEEP.launched(1)
+
+    def on_job_end(self, config: DictConfig, job_return=None, **kwargs) -> None:
+        # Runs where the job ran, before its result goes back to the launcher.
+        if in_multirun():
+            compact_failure(job_return)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         finish_all()
 
 
 def _launcher_counts() -> bool:
-    from hydra.core.hydra_config import HydraConfig
-
-    from tl.sweeps import launchers
-
     return HydraConfig.initialized() and launchers.kind(HydraConfig.get().launcher) != "basic"
 
 
@@ -173,15 +181,13 @@ def finish(parent: Parent, stopped_by: str | None = None) -> bool:
     stopped the sweep); print failures and where to look. Returns whether every job finished."""
     client = store.client_for(parent.uri)
     runs = children(client, parent)
+    if any(r.info.status == "RUNNING" for r in runs):
+        # Every job has returned by now: a RUNNING child's process died without closing it.
+        for r in runs:
+            if r.info.status == "RUNNING":
+                _close_orphan(client, r)
+        runs = children(client, parent)
     errors = {r.info.run_id: r.data.tags.get("tl.error", "") for r in runs}
-    for r in runs:  # every job has returned by now: a RUNNING child's process was killed
-        if r.info.status == "RUNNING":  # (SIGKILL, a second Ctrl-C, the OOM killer, a crash)
-            errors[r.info.run_id] = ("its process ended without closing the run; "
-                                     f"resume with: tl-train +resume={r.info.run_id}")
-            client.set_tag(r.info.run_id, "tl.error_type", "ProcessDied")
-            client.set_tag(r.info.run_id, "tl.error", errors[r.info.run_id])
-            client.set_terminated(r.info.run_id, "KILLED")
-            r.info._status = "KILLED"
     failed = [r for r in runs if r.info.status != "FINISHED"]
     done = [r for r in runs if r.info.status == "FINISHED"]
     jobs = max(parent.launched, len(runs))
@@ -214,10 +220,26 @@ def finish(parent: Parent, stopped_by: str | None = None) -> bool:
     return ok
 
 
+def _close_orphan(client, run) -> None:
+    """End a child whose process died: FAILED with the cause when its launcher saw the worker
+    die (the OOM killer, a segfault), else KILLED (a SIGKILL, a second Ctrl-C). Resumable."""
+    tags = run.data.tags
+    cause = SWEEP.dead_workers.get((tags.get("tl.host", socket.gethostname()), tags.get("tl.pid", "")))
+    resume = f"resume with: tl-train +resume={run.info.run_id}"
+    if cause is not None:
+        client.set_tag(run.info.run_id, "tl.error_type", "WorkerDied")
+        client.set_tag(run.info.run_id, "tl.error", f"{cause}; {resume}")
+        client.set_terminated(run.info.run_id, "FAILED")
+        return
+    client.set_tag(run.info.run_id, "tl.error_type", "ProcessDied")
+    client.set_tag(run.info.run_id, "tl.error", f"its process ended without closing the run; {resume}")
+    client.set_terminated(run.info.run_id, "KILLED")
+
+
 def finish_all(stopped_by: str | None = None) -> bool:
+    """End every parent this process started (see `finish`); whether every job finished."""
     ok = True
-    while _ACTIVE:
-        parent = _ACTIVE.pop()
+    while (parent := SWEEP.take()) is not None:
         try:
             ok = finish(parent, stopped_by) and ok
         except Exception:  # never mask the sweep's own error with a reporting one
