@@ -4,17 +4,27 @@
 from __future__ import annotations
 
 import math
+import tempfile
+from pathlib import Path
 
 from scipy.stats import kendalltau
+
+from tl import analysis
+from tl.tracking import readback
 
 SCORES = {"logme": "LogME", "knn_acc": "k-NN acc", "probe": "tuned linear probe (val)", "prior": "ImageNet top-1"}
 
 
 def verdict(uri: str, experiment: str, confirm_parent: str) -> int:
-    """`tl compare` on the confirmed runs: table, seed intervals, verdict, logged under compare/."""
-    from tl.cli import compare
-
-    return compare.run(uri, experiment, confirm_parent, None)
+    """What `tl compare` gives on the confirmed runs (the same `tl.analysis.report`): table,
+    seed intervals, verdict, printed and logged under compare/ of the confirm parent."""
+    client = readback.open_client(uri)
+    report = analysis.report(client, confirm_parent)
+    print(report.text)
+    with tempfile.TemporaryDirectory(prefix="tl-answer-") as tmp:
+        for f in report.write(Path(tmp)):
+            client.log_artifact(confirm_parent, str(f), "compare")
+    return 0
 
 
 def per_backbone(answer) -> dict[str, float]:
