@@ -339,3 +339,20 @@ def test_float_images_in_another_range_are_skipped_naming_the_range(tmp_path):
     Image.fromarray(ct).save(root / "train" / "ants" / "ct.tif")
     reason = skipped(splits(root))["ct.tif"]
     assert "32-bit float pixels from -1000 to 3000" in reason and "convert it to 8 or 16 bits" in reason
+
+
+def test_a_rescan_of_unchanged_files_decodes_none_and_an_edited_file_is_checked_again(tmp_path, monkeypatch):
+    from tl.data import imagefiles
+
+    root = make_image_folder(tmp_path / "d", n_train=3, n_val=1)
+    first = imagefiles.scan(root / "train")
+    calls = []
+    real = imagefiles.check_image
+    monkeypatch.setattr(imagefiles, "check_image", lambda p: calls.append(p) or real(p))
+    again = imagefiles.scan(root / "train")
+    assert (again.samples, again.skipped) == (first.samples, first.skipped) and calls == []
+
+    edited = first.samples[0][0]
+    edited.write_bytes(b"not an image any more")
+    after = imagefiles.scan(root / "train")
+    assert edited in [p for p, _ in after.skipped] and edited in calls

@@ -8,6 +8,8 @@ garbage a JPEG with damaged bytes decodes to.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import sys
@@ -183,6 +185,40 @@ def jpeg_damage(path: Path) -> str | None:
     return None
 
 
+def checked(paths: list[Path]) -> dict[Path, str | None]:
+    """`check_image` of each file, remembered per (path, size, mtime, ctime, inode) in the
+    user's cache: every file is decoded in full once (twice for a JPEG), and a sweep's later
+    runs, or a rerun, over unchanged files only stat them. Any write to a file changes its
+    ctime, which no tool can set back, so an edited file is checked again."""
+    stamps = {p: _stamp(p) for p in paths}
+    key = hashlib.sha256("\n".join(f"{os.fsencode(p.absolute())!r}\t{stamps[p]}" for p in paths).encode())
+    memo = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tl" / "checked" / key.hexdigest()[:32]
+    try:
+        bad = json.loads(memo.read_text())
+        return {p: bad.get(str(i)) for i, p in enumerate(paths)}
+    except (OSError, ValueError):
+        pass
+    verdicts = {p: check_image(p) for p in paths}
+    bad = {str(i): why for i, p in enumerate(paths) if (why := verdicts[p])}
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=memo.parent, suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            json.dump(bad, f)
+        os.replace(tmp, memo)
+    except OSError:  # a read-only cache only costs the checks next time
+        pass
+    return verdicts
+
+
+def _stamp(p: Path) -> str:
+    try:
+        st = p.stat()
+    except OSError:
+        return "missing"
+    return f"{st.st_size}\t{st.st_mtime_ns}\t{st.st_ctime_ns}\t{st.st_ino}"
+
+
 def walk_once(root: Path):
     """`os.walk` following symlinked folders, each folder once: a symlink loop, or a second
     link to one folder, is not walked again."""
@@ -198,7 +234,7 @@ def walk_once(root: Path):
 
 def scan(root: Path, classes: list[str] | None = None) -> Scan:
     classes = classes if classes is not None else class_folders(root)
-    samples, skipped = [], []
+    found, skipped = [], []
     for idx, cls in enumerate(classes):
         folder = root / cls
         if not folder.is_dir():
@@ -212,11 +248,10 @@ def scan(root: Path, classes: list[str] | None = None) -> Scan:
                 if not is_image_name(name):
                     skipped.append((path, f"not an image file extension ({Path(name).suffix or 'none'})"))
                     continue
-                why = check_image(path)
-                if why:
-                    skipped.append((path, why))
-                else:
-                    samples.append((path, idx))
+                found.append((path, idx))
+    verdicts = checked([p for p, _ in found])
+    samples = [(p, idx) for p, idx in found if not verdicts[p]]
+    skipped += [(p, verdicts[p]) for p, _ in found if verdicts[p]]
     if skipped:
         names = ", ".join(display(p) for p, _ in skipped[:5])
         more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
