@@ -157,11 +157,12 @@ class RunCheckpoints:
             names = {Path(a.path).name for a in self.client.list_artifacts(self.run_id, FOLDER)}
         except Exception as e:
             raise ConfigError(f"its checkpoints cannot be listed ({type(e).__name__}: {e})") from None
+        self.dir.mkdir(parents=True, exist_ok=True)
         for name in (LAST, BEST, NEXT):
             if name not in names:
                 continue
-            try:
-                self.client.download_artifacts(self.run_id, f"{FOLDER}/{name}", str(self.dir.parent))
+            try:  # a single file lands as dst/<name>
+                self.client.download_artifacts(self.run_id, f"{FOLDER}/{name}", str(self.dir))
             except Exception as e:
                 raise ConfigError(f"its {FOLDER}/{name} cannot be downloaded ({type(e).__name__}: {e})") from None
 
