@@ -176,10 +176,12 @@ class RunCheckpoints:
                 self.promote_best()
             else:
                 staged.unlink()
+                self._delete(NEXT)  # else a later resume could promote it
         final = self.dir / BEST
-        if final.is_file() and _epoch_of(final) > epoch:
+        later = _epoch_of(final) if final.is_file() else 0
+        if later > epoch:
             log.warning("run %s: dropping %s/%s of epoch %d, after the resume point's epoch %d",
-                        self.run_id, FOLDER, BEST, _epoch_of(final), epoch)
+                        self.run_id, FOLDER, BEST, later, epoch)
             final.unlink()
             self._delete(BEST)
 
