@@ -1,11 +1,12 @@
 """Replicate statistics for `tl compare`: the mean and confidence interval of a group of seeds,
 and whether two groups can be told apart.
 
-Runs of one group differ only in `trainer.seed`; the seed fixes the shuffle, the
-augmentations and the head's initialisation, and the carved val/test split only with
+Runs of one group differ only in `trainer.seed`; the seed fixes the shuffle, the augmentations
+and the head's initialisation, and the carved val/test split only with
 `dataset.resample_splits=true` (otherwise `dataset.split_seed` fixes it for every seed). Two
-groups that share a seed share that order (and split), so the fair comparison is paired over shared seeds: a paired t-test on
-the per-seed differences, which removes the part of the noise both groups see.
+groups that share a seed share that order (and split), so the fair comparison is paired over
+shared seeds: a paired t-test on the per-seed differences, which removes the part of the noise
+both groups see.
 """
 
 from __future__ import annotations
