@@ -198,7 +198,6 @@ class RunCheckpoints:
             log.info("run %s has no %s/%s: starting again at epoch 1", self.run_id, FOLDER, LAST)
             return Progress()
         ckpt = read(path)
-        self.settle(int(ckpt["epoch"]))
         load_model(model, ckpt, f"checkpoint {str(path)!r}")
         try:
             optimizer.load_state_dict(ckpt["optimizer"])
@@ -209,6 +208,7 @@ class RunCheckpoints:
         if scaler is not None and ckpt["scaler"] is not None:
             scaler.load_state_dict(ckpt["scaler"])
         seeding.set_rng_states(ckpt["rng"], loader_generator)
+        self.settle(int(ckpt["epoch"]))
         log.info("resuming run %s after epoch %d", self.run_id, ckpt["epoch"])
         return Progress(ckpt["epoch"], ckpt["best_val_acc"], ckpt["best_epoch"], ckpt["train_seconds"],
                         ckpt.get("phase", 0), float(ckpt.get("total_seconds", 0.0)), list(ckpt.get("metrics", [])))
