@@ -14,6 +14,7 @@ import functools
 import os
 import signal
 import sqlite3
+import sqlite3.dbapi2
 import sys
 
 
@@ -65,7 +66,7 @@ def install() -> None:
             kwargs.pop("uri", None)
             return real(f"file:{os.path.abspath(database)}?mode=ro", *args, uri=True, **kwargs)
 
-        sqlite3.connect = read_only
+        sqlite3.connect = sqlite3.dbapi2.connect = read_only  # SQLAlchemy connects through dbapi2
 
 
 def main() -> None:

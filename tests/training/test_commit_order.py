@@ -22,6 +22,7 @@ from tl.train import train
 from tl.training import checkpoints
 
 ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow  # end to end: runs killed in subprocesses, then resumed
 
 
 def recipe(data: Path, uri: str) -> list[str]:
@@ -185,7 +186,8 @@ def test_a_corrupt_resume_point_is_refused_and_the_run_stays_killed(tmp_path, re
     last = checkpoints.local_dir(run.info.artifact_uri) / "checkpoints" / "last.pt"
     good = last.read_bytes()
     last.write_bytes(good[: len(good) // 2])
-    with pytest.raises(ConfigError, match=rf"resume={rid}: checkpoint .*last.pt' cannot be loaded.*The run stays KILLED"):
+    with pytest.raises(ConfigError, match=rf"resume={rid}: checkpoint .*last.pt' cannot be loaded.*"
+                                          r"The run stays KILLED"):
         train(compose_cfg(f"+resume={rid}", f"tracking.uri={uri}"))
     assert client.get_run(rid).info.status == "KILLED"
     last.unlink()

@@ -75,6 +75,7 @@ def test_a_status_write_that_fails_twice_is_retried_and_lands(store, monkeypatch
 
 def test_a_status_write_that_keeps_failing_is_one_line_naming_the_run_and_the_fix(store, monkeypatch, capsys):
     client, run_id = _make_run(store, "RUNNING")
+    capsys.readouterr()  # the store's own start-up lines
     monkeypatch.setattr(lifecycle, "RETRY_DELAYS", (0, 0, 0))
     monkeypatch.setattr(MlflowClient, "set_terminated", lambda self, *a, **k: (_ for _ in ()).throw(
         RuntimeError("(sqlite3.OperationalError) database is locked\n[SQL: UPDATE runs ...]")))

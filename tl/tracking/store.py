@@ -91,9 +91,19 @@ def _artifact_location(uri: str) -> str | None:
     return (path.parent / "artifacts").as_uri() if path is not None else None
 
 
+def _drop_unwritable(record: logging.LogRecord) -> bool:
+    error = record.exc_info[1] if record.exc_info else None
+    return error is None or unwritable(error) is None
+
+
 def client_for(uri: str):
     from mlflow.tracking import MlflowClient
 
+    # MLflow logs a database error with its traceback before raising it; a store that cannot
+    # be written is reported once, as one line (`writable`, `tl.training.lifecycle.end`).
+    db_log = logging.getLogger("mlflow.store.db.utils")
+    if _drop_unwritable not in db_log.filters:
+        db_log.addFilter(_drop_unwritable)
     return MlflowClient(tracking_uri=uri)
 
 

@@ -157,11 +157,12 @@ class RunCheckpoints:
             names = {Path(a.path).name for a in self.client.list_artifacts(self.run_id, FOLDER)}
         except Exception as e:
             raise ConfigError(f"its checkpoints cannot be listed ({type(e).__name__}: {e})") from None
+        self.dir.mkdir(parents=True, exist_ok=True)
         for name in (LAST, BEST, NEXT):
             if name not in names:
                 continue
-            try:
-                self.client.download_artifacts(self.run_id, f"{FOLDER}/{name}", str(self.dir.parent))
+            try:  # a single file lands as dst/<name>
+                self.client.download_artifacts(self.run_id, f"{FOLDER}/{name}", str(self.dir))
             except Exception as e:
                 raise ConfigError(f"its {FOLDER}/{name} cannot be downloaded ({type(e).__name__}: {e})") from None
 
@@ -175,10 +176,12 @@ class RunCheckpoints:
                 self.promote_best()
             else:
                 staged.unlink()
+                self._delete(NEXT)  # else a later resume could promote it
         final = self.dir / BEST
-        if final.is_file() and _epoch_of(final) > epoch:
+        later = _epoch_of(final) if final.is_file() else 0
+        if later > epoch:
             log.warning("run %s: dropping %s/%s of epoch %d, after the resume point's epoch %d",
-                        self.run_id, FOLDER, BEST, _epoch_of(final), epoch)
+                        self.run_id, FOLDER, BEST, later, epoch)
             final.unlink()
             self._delete(BEST)
 
@@ -195,7 +198,6 @@ class RunCheckpoints:
             log.info("run %s has no %s/%s: starting again at epoch 1", self.run_id, FOLDER, LAST)
             return Progress()
         ckpt = read(path)
-        self.settle(int(ckpt["epoch"]))
         load_model(model, ckpt, f"checkpoint {str(path)!r}")
         try:
             optimizer.load_state_dict(ckpt["optimizer"])
@@ -206,6 +208,7 @@ class RunCheckpoints:
         if scaler is not None and ckpt["scaler"] is not None:
             scaler.load_state_dict(ckpt["scaler"])
         seeding.set_rng_states(ckpt["rng"], loader_generator)
+        self.settle(int(ckpt["epoch"]))
         log.info("resuming run %s after epoch %d", self.run_id, ckpt["epoch"])
         return Progress(ckpt["epoch"], ckpt["best_val_acc"], ckpt["best_epoch"], ckpt["train_seconds"],
                         ckpt.get("phase", 0), float(ckpt.get("total_seconds", 0.0)), list(ckpt.get("metrics", [])))

@@ -15,7 +15,6 @@ from typing import TypeVar
 from omegaconf import DictConfig, OmegaConf
 
 from tl.errors import TLError
-
 from tl.runtime import parallel, paths, signals
 from tl.sweeps import sweep
 from tl.tracking import redact, store
