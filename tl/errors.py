@@ -1,13 +1,13 @@
 """Errors about the user's input. Their messages name what is wrong and how to fix it."""
 
+from tl.masking import text
+
 
 class TLError(Exception):
     """A problem with the user's config or data, not a bug in tl. Its message never shows a
-    password: a URI's login is masked (tl.tracking.redact)."""
+    password: a URI's login is masked (tl.masking)."""
 
     def __init__(self, *args):
-        from tl.tracking.redact import text
-
         super().__init__(*(text(a) if isinstance(a, str) else a for a in args))
 
 

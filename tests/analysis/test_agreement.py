@@ -6,7 +6,6 @@ import pytest
 
 from tests.analysis.rows import run
 from tl.analysis import agreement, groups
-from tl.cli import rank
 
 
 def test_kendall_is_given_beside_spearman():
@@ -32,6 +31,3 @@ def test_the_results_are_each_backbones_best_group_mean_not_its_best_run():
     got = agreement.results(ds, "finetune")
     assert got == pytest.approx({"m2": 0.80, "m3": 0.75, "m1": (0.99 + 0.5 + 0.5) / 3})
 
-
-def test_rank_reads_the_agreement_from_its_one_owner():
-    assert rank.agreement is agreement.agreement and rank.spearman is agreement.spearman

@@ -10,6 +10,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import compose_cfg, make_image_folder
+from tl.analysis import agreement
 from tl.cli import compare, rank
 from tl.cli.main import main as tl_command
 from tl.errors import ConfigError
@@ -107,10 +108,10 @@ def test_bad_rank_arguments_are_refused(args, message):
 
 def test_agreement_is_the_spearman_correlation_over_the_backbones_both_have():
     scores = {"a": 1.0, "b": 0.5, "c": 0.2, "d": 0.9}
-    assert rank.agreement(scores, {"a": 0.9, "b": 0.8, "c": 0.1}) == \
+    assert agreement.agreement(scores, {"a": 0.9, "b": 0.8, "c": 0.1}) == \
         "best val acc: Spearman +1.00 over 3 backbones (a, b, c)"
-    assert "Spearman -1.00" in rank.agreement(scores, {"a": 0.1, "b": 0.8, "c": 0.9})
-    assert "a rank correlation needs at least 3" in rank.agreement(scores, {"a": 0.9, "b": 0.8})
+    assert "Spearman -1.00" in agreement.agreement(scores, {"a": 0.1, "b": 0.8, "c": 0.9})
+    assert "a rank correlation needs at least 3" in agreement.agreement(scores, {"a": 0.9, "b": 0.8})
 
 
 def test_compare_shows_whether_the_ranking_held_for_a_sweep_on_the_same_data(tiny_data, store, capsys):

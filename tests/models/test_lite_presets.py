@@ -8,7 +8,7 @@ from sklearn.datasets import load_sample_images
 from torchvision.transforms import v2
 
 from tests.conftest import compose_cfg
-from tl.cli import catalog
+from tl.models import catalog
 from tl.errors import ConfigError
 from tl.models import backbones, lite
 

@@ -5,7 +5,6 @@ that decide its splits), and that reads a NaN metric as missing, with the reason
 import math
 
 import pytest
-from mlflow.tracking import MlflowClient
 
 from tests.logged_sweeps import Job, log_sweep
 from tl.tracking import runs

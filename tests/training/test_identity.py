@@ -9,6 +9,7 @@ from omegaconf import OmegaConf
 
 from tests.conftest import compose_cfg, make_image_folder
 from tl.train import train
+from tl.data import identity as data_identity
 from tl.training import identity
 
 
@@ -23,47 +24,47 @@ def model(**kw):
 
 def test_the_data_id_is_the_folder_name_and_a_short_content_digest(tmp_path):
     root = make_image_folder(tmp_path / "cats_vs_dogs", n_train=2, n_val=1)
-    did = identity.data_id(dataset(root))
+    did = data_identity.data_id(dataset(root))
     name, digest = did.rsplit("-", 1)
     assert name == "cats_vs_dogs" and len(digest) == 8 and int(digest, 16) >= 0
-    assert identity.data_id(dataset(root)) == did
+    assert data_identity.data_id(dataset(root)) == did
 
 
 def test_a_copy_of_a_folder_has_its_id_and_a_changed_one_does_not(tmp_path):
     root = make_image_folder(tmp_path / "a" / "pets", n_train=2, n_val=1)
     copy = tmp_path / "b" / "pets"
     shutil.copytree(root, copy, copy_function=shutil.copy)  # new mtimes, same bytes
-    assert identity.data_id(dataset(copy)) == identity.data_id(dataset(root))
+    assert data_identity.data_id(dataset(copy)) == data_identity.data_id(dataset(root))
     victim = next((copy / "train" / "ants").glob("*.png"))
     victim.write_bytes(next((copy / "train" / "bees").glob("*.png")).read_bytes())
-    assert identity.data_id(dataset(copy)) != identity.data_id(dataset(root))
+    assert data_identity.data_id(dataset(copy)) != data_identity.data_id(dataset(root))
 
 
 def test_two_folders_with_one_name_get_two_ids(tmp_path):
     a = make_image_folder(tmp_path / "a" / "images", n_train=2, n_val=1, seed=1)
     b = make_image_folder(tmp_path / "b" / "images", n_train=2, n_val=1, seed=2)
-    assert identity.data_id(dataset(a)) != identity.data_id(dataset(b))
+    assert data_identity.data_id(dataset(a)) != data_identity.data_id(dataset(b))
 
 
 def test_relabelling_changes_the_id(tmp_path):
     root = make_image_folder(tmp_path / "d", n_train=2, n_val=1)
-    before = identity.data_id(dataset(root))
+    before = data_identity.data_id(dataset(root))
     (root / "val" / "ants").rename(root / "val" / "x")
     (root / "val" / "bees").rename(root / "val" / "ants")
     (root / "val" / "x").rename(root / "val" / "bees")
-    assert identity.data_id(dataset(root)) != before
+    assert data_identity.data_id(dataset(root)) != before
 
 
 def test_named_datasets_use_their_name(tmp_path):
     root = make_image_folder(tmp_path / "hymenoptera_data", n_train=2, n_val=1)
-    assert identity.data_id(dataset(root, "hymenoptera")).startswith("hymenoptera-")
+    assert data_identity.data_id(dataset(root, "hymenoptera")).startswith("hymenoptera-")
 
 
 def test_hidden_files_are_not_part_of_the_data(tmp_path):
     root = make_image_folder(tmp_path / "d", n_train=2, n_val=1)
-    before = identity.data_id(dataset(root))
+    before = data_identity.data_id(dataset(root))
     (root / "train" / ".DS_Store").write_bytes(b"finder")
-    assert identity.data_id(dataset(root)) == before
+    assert data_identity.data_id(dataset(root)) == before
 
 
 @pytest.mark.parametrize("cfg,pretrained,weights", [
@@ -93,7 +94,7 @@ def test_a_run_is_tagged_with_its_data_and_weights(fast_overrides, tiny_data, st
     client = MlflowClient(store)
     (run,) = client.search_runs([client.get_experiment_by_name("tl").experiment_id])
     t = run.data.tags
-    assert t["tl.data_id"] == identity.data_id(dataset(tiny_data))
+    assert t["tl.data_id"] == data_identity.data_id(dataset(tiny_data))
     assert t["tl.data_id"].startswith("data-")
     assert (t["tl.pretrained"], t["tl.weights"]) == ("false", "none")
 
@@ -103,13 +104,13 @@ def test_file_names_that_are_not_utf8_have_an_id(tmp_path):
 
     root = make_image_folder(tmp_path / "d", n_train=1, n_val=1)
     (root / "train" / "ants" / "ants_0.png").rename(os.fsdecode(os.fsencode(root / "train" / "ants") + b"/caf\xe9.png"))
-    assert identity.data_id(dataset(root)).startswith("d-")
+    assert data_identity.data_id(dataset(root)).startswith("d-")
 
 
 def test_a_run_logged_before_the_data_id_tag_gets_the_same_id_from_its_params(tmp_path):
     root = make_image_folder(tmp_path / "pets", n_train=2, n_val=1)
     params = {"dataset.name": "imagefolder", "dataset.root": "pets", "dataset.splits.val": "None",
               "tl.cwd": str(tmp_path)}  # a relative root, resolved against the run's cwd
-    assert identity.data_id_from_params(params) == identity.data_id(dataset(root))
-    assert identity.data_id_from_params({**params, "dataset.root": "gone"}) is None
-    assert identity.data_id_from_params({"dataset.name": "imagefolder"}) is None
+    assert data_identity.data_id_from_params(params) == data_identity.data_id(dataset(root))
+    assert data_identity.data_id_from_params({**params, "dataset.root": "gone"}) is None
+    assert data_identity.data_id_from_params({"dataset.name": "imagefolder"}) is None

@@ -78,7 +78,7 @@ def _content_id(row) -> str | None:
     logged dataset config while that data is still where it was."""
     if row.data_id:
         return row.data_id
-    from tl.training import identity  # hashes the folder: only for runs older than the tag
+    from tl.data import identity  # hashes the folder (and loads PIL): only for runs older than the tag
 
     return identity.data_id_from_params(row.dataset_params)
 

@@ -139,7 +139,7 @@ def lines(ds: Dataset, within: float = 1.0) -> list[str]:
         return [f"No run on {ds.label} finished with a usable {ds.metric}.", *filter(None, [_failed(ds)])]
     out = [f"Best on {ds.label}: {best.label}, {_acc(ds, best)}."]
     if best.acc.n < 2 and any(g.acc.n >= 2 for g in ds.groups):
-        out.append(f"Caveat: the best has one seed (n=1; its other seeds failed or did not run): its mean is "
+        out.append("Caveat: the best has one seed (n=1; its other seeds failed or did not run): its mean is "
                    "one run, with no interval, and it cannot be tested against the groups with more seeds.")
     out += _tests(ds)
     out += filter(None, [_cheapest(ds, within), noise(ds), recipes(ds), _failed(ds)])

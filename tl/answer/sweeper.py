@@ -29,9 +29,9 @@ def say(line: str) -> None:
 
 def offline_models() -> list[str]:
     """Every pretrained preset whose weights are on this machine (`tl models`)."""
-    from tl.cli import catalog  # its offline check is the one owner of that fact
+    from tl.models import catalog  # reads conf/model and torch's hub folder: only when asked
 
-    return [e.name for e in catalog.presets("*") if e.weights == catalog.OFFLINE and "no pretraining" not in e.note]
+    return catalog.offline_presets()
 
 
 def _pick(params: dict, recipes: dict, key: str) -> int:

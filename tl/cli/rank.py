@@ -25,7 +25,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tl.analysis.agreement import agreement, kendall, spearman, sweep_agreement  # noqa: F401 (moved)
 from tl.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -121,7 +120,7 @@ def compose(preset: str | None, overrides: list[str]):
 def data_id(dataset_cfg) -> str:
     """The `tl.data_id` a run on this dataset records, so a ranking and a sweep of the same data
     meet in `tl compare`."""
-    from tl.training import identity
+    from tl.data import identity
 
     return identity.data_id(dataset_cfg)
 

@@ -88,13 +88,6 @@ def _limit(samples: list, limit, seed: int, key=lambda s: s[1]) -> list:
     return sorted(kept, key=lambda s: (key(s), str(s[0])))
 
 
-def split_tree(samples: list[tuple[Path, int]], val_fraction, seed: int):
-    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 < val_fraction < 1:
-        raise ConfigError(f"dataset.val_fraction={val_fraction!r} must be a number in (0, 1)")
-    train, val, _ = layout.carve(samples, val_fraction, None, seed)
-    return train, val
-
-
 def _check_classes(classes: list[str], train: list, val: list, root: Path) -> None:
     if len(classes) < 2:
         raise DataError(f"{str(root)!r} has {len(classes)} class folder(s) {classes}: a classifier needs at least 2")

@@ -23,25 +23,10 @@ import tempfile
 import urllib.parse
 from pathlib import Path
 
-MASK = "***"
+from tl.masking import MASK, text  # noqa: F401  (redact.text: the one masking rule)
 
-# scheme://user:password@ : the password runs to the last `@` before the host's path, so a
-# password holding a raw `@` is masked whole. Hydra's sweepers escape `:` (and `\`, `=`, `,`,
-# brackets, spaces) in each job's overrides: `http\://alice\:pw@host` is a login too.
-_USERINFO = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*\\?://(?:\\[^:]|[^\s/?#@:'\"\\])*\\?:)"
-                       r"(?P<pw>(?:\\.|[^\s/?#'\"\\])*)@")
-_SECRET_PARAM = re.compile(
-    r"(?P<head>[?&;](?:[A-Za-z0-9]+[_.\-])*(?:password|passwd|pwd|secret|token|api[_\-]?key|access[_\-]?key|"
-    r"signature|sig|credentials?)(?:[_.\-][A-Za-z0-9]+)*=)(?P<value>[^&;#\s'\"]+)", re.IGNORECASE)
 _ENV_INTERPOLATION = re.compile(r"\$\{\s*(?:oc\.env|env)\s*:\s*([^,}\s]+)")
 INTERPOLATION = re.compile(r"\$\\?\{")  # `${`, or `$\{` as a sweeper escapes it
-
-
-def text(value) -> str:
-    """`value` as a string with every URI password and secret query value masked."""
-    s = str(value)
-    s = _USERINFO.sub(lambda m: m.group("head") + (MASK if m.group("pw") else "") + "@", s)
-    return _SECRET_PARAM.sub(lambda m: m.group("head") + MASK, s)
 
 
 def without_login(url: str) -> str:

@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from tl.errors import TLError
 from tl.runtime.paths import project_root

@@ -40,7 +40,7 @@ from tl.runtime import seeding
 from tl.runtime.io import load_tensors
 from tl.runtime.paths import resolve
 from tl.runtime.precision import autocast
-from tl.training import identity
+from tl.data import identity
 
 log = logging.getLogger(__name__)
 
