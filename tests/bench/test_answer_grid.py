@@ -95,3 +95,37 @@ def test_make_bench_reports_the_answer_targets_beside_the_others():
     assert not t["tl answer's choice, points below the grid's best"]["met"]
     assert t["tl answer's seconds / the grid's"]["value"] == 0.3 and not t["tl answer's seconds / the grid's"]["met"]
     assert "answer_grid" not in {r["measurement"] for r in report.rows(res)}
+
+
+def test_runs_that_did_not_finish_are_named_in_the_table():
+    best = ag.summary(runs(FT, [0.9]), FT)
+    res = {"data": "d", "settings": "s", "grid_runs": 5, "grid_seconds": 1000.0, "answer_seconds": 100.0,
+           "grid_best": best, "answer_choice": best, "verdict": ag.verdict(best, best, 1000.0, 100.0),
+           "grid_failed_runs": 2, "answer_failed_runs": 0}
+    md = ag.markdown(res)
+    assert "WARNING: 2 run(s) of the grid did not finish" in md and "of the answer" not in md
+
+
+def test_the_answers_choice_and_its_confirmed_runs_are_read_from_the_store(store):
+    from tl.tracking.store import prepare_store
+
+    client = prepare_store(store)
+    exp = client.create_experiment("answer")
+    parent = client.create_run(exp, tags={"tl.role": "sweep"}).info.run_id
+    confirm = client.create_run(exp, tags={"mlflow.parentRunId": parent, "tl.role": "sweep"}).info.run_id
+    client.set_tag(parent, "tl.answer.confirm_run", confirm)
+    client.set_tag(parent, "tl.answer.winner", "efficientnet_lite0 freeze lr=0.05 wd=0.0005")
+    client.set_tag(parent, "tl.answer.spent_seconds", "120")
+    for key, seed, acc in ((FR, 42, 0.8), (FR, 43, 0.9), (FT, 42, 0.7)):
+        run = client.create_run(exp, tags={"mlflow.parentRunId": confirm, "tl.model": key[0], "tl.overrides":
+                                           f"model={key[0]} strategy={key[1]} optimizer.lr={key[2]:g} "
+                                           f"optimizer.weight_decay={key[3]:g} trainer.seed={seed}"}).info.run_id
+        client.log_param(run, "trainer.seed", seed)
+        client.log_metric(run, "test_acc", acc)
+        client.set_terminated(run, "FINISHED")
+    failed = client.create_run(exp, tags={"mlflow.parentRunId": confirm, "tl.model": "x"}).info.run_id
+    client.set_terminated(failed, "FAILED")
+    chosen, confirmed, spent = ag.answer_choice(store, "answer")
+    assert chosen == FR and spent == 120.0
+    assert ag.summary(confirmed, chosen)["test_acc"] == pytest.approx(0.85)
+    assert len(confirmed) == 3 and ag.failed_runs(store, "answer") == 1

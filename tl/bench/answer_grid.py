@@ -79,15 +79,28 @@ def answer_args(models: list[str], strategies: list[str], lr: dict, epochs: int,
 
 
 def _timed(argv: list[str], log: Path, env: dict) -> float:
-    """Wall seconds of one command, end to end; its output goes to `log`."""
+    """Wall seconds of one command, end to end; its output goes to `log`. Exit status 1 is a
+    sweep with a failed run, which the table counts (failed_runs); anything else ends the bench."""
     print(f"[bench-answer] {' '.join(argv[1:])}", flush=True)
     start = time.perf_counter()
     with open(log, "a") as f:
         proc = subprocess.run(argv, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, **env})
     wall = time.perf_counter() - start
-    if proc.returncode != 0:
+    if proc.returncode not in (0, 1):
         raise RuntimeError(f"{' '.join(argv[1:4])} ... exited {proc.returncode}: see {log}")
     return wall
+
+
+def failed_runs(uri: str, experiment: str) -> int:
+    """Training runs of the experiment that did not finish: a grid missing one may miss its best."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return 0
+    runs = client.search_runs([exp.experiment_id], "attributes.status != 'FINISHED'", max_results=5000)
+    return sum(1 for r in runs if "tl.model" in r.data.tags)
 
 
 # ---------------------------------------------------------------- reading back
@@ -176,25 +189,37 @@ def _acc(s: dict | None) -> str:
     if s is None:
         return "-"
     hw = "" if s["half_width"] is None else f" ± {s['half_width']:.3f}"
-    return f"{s['test_acc']:.3f}{hw} ({s['seeds']} seeds)"
+    return f"{s['test_acc']:.3f}{hw} ({s['seeds']} seed{'s' if s['seeds'] != 1 else ''})"
 
 
 def markdown(res: dict) -> str:
     b, c, v = res["grid_best"], res["answer_choice"], res["verdict"]
     gap = "-" if v["gap_points"] is None else f"{v['gap_points']:+.1f}"
     yes = {True: "yes", False: "NO"}
-    lines = [f"`tl answer` against the full grid on {res['data']}: {res['settings']}", "",
+    lines = [f"`tl answer` against the full grid on {res.get('cpu', '?')}; data {res['data']}; {res['settings']}", "",
              "| | configuration | test acc ± 95% CI | total s |", "|---|---|---|---:|",
              f"| grid best ({res['grid_runs']} runs) | {b['config']} | {_acc(b)} | {res['grid_seconds']:.0f} |",
              f"| answer's choice | {c['config'] if c else 'none'} | {_acc(c)} | {res['answer_seconds']:.0f} |",
              "", "| target | value | goal | met |", "|---|---:|---|---|",
              f"| gap to the grid's best, points | {gap} | <= {GAP_POINTS:g}, or inside the best's interval "
              f"({'inside' if v['inside_interval'] else 'outside'}) | {yes[v['within_1_point'] or v['inside_interval']]} |",
-             f"| answer's seconds / grid's | {100 * v['share']:.0f}% | <= {100 * SHARE:.0f}% | {yes[v['fast_enough']]} |"]
+             f"| answer's seconds / grid's | {100 * v['share']:.0f}% | <= {100 * SHARE:.0f}% | {yes[v['fast_enough']]} |",
+             "", "Total s: wall seconds of the processes, end to end (the grid: one sweep per strategy; "
+             f"its runs' own total_seconds sum to {res.get('grid_run_seconds', 0):.0f})."]
+    for half in ("grid", "answer"):
+        if res.get(f"{half}_failed_runs"):
+            lines.append(f"WARNING: {res[f'{half}_failed_runs']} run(s) of the {half} did not finish: "
+                         "its figures miss them (see its log in the bench folder).")
     return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------- driver
+def _cpu() -> str:
+    from tl.runtime.machine import cpu_name
+
+    return cpu_name()
+
+
 def _conf(name: str):
     from omegaconf import OmegaConf
 
@@ -239,7 +264,8 @@ def run(args) -> dict:
     return {"data": str(data), "grid_runs": len(grid), "grid_seconds": grid_seconds,
             "grid_run_seconds": sum(r["total_seconds"] or 0 for r in grid), "answer_seconds": answer_seconds,
             "answer_spent_tag": spent, "budget": budget, "grid_best": best, "answer_choice": choice,
-            "verdict": verdict(best, choice, grid_seconds, answer_seconds), "uri": uri,
+            "verdict": verdict(best, choice, grid_seconds, answer_seconds), "uri": uri, "cpu": _cpu(),
+            "grid_failed_runs": failed_runs(uri, "grid"), "answer_failed_runs": failed_runs(uri, "answer"),
             "settings": f"{', '.join(args.models)}; {', '.join(args.strategies)}; {args.epochs} epochs; "
                         f"{args.seeds} seed(s); budget {budget}; {' '.join(args.overrides)}"}
 
