@@ -129,3 +129,8 @@ def test_the_answers_choice_and_its_confirmed_runs_are_read_from_the_store(store
     assert chosen == FR and spent == 120.0
     assert ag.summary(confirmed, chosen)["test_acc"] == pytest.approx(0.85)
     assert len(confirmed) == 3 and ag.failed_runs(store, "answer") == 1
+
+
+def test_overrides_after_a_list_option_are_overrides_not_strategies():
+    args = ag.parse(["--strategies", "freeze", "finetune", "model.input_size=32", "--epochs", "2"])
+    assert args.strategies == ["freeze", "finetune"] and args.overrides == ["model.input_size=32"]

@@ -283,7 +283,13 @@ def parse(argv=None):
     p.add_argument("--image-px", type=int, default=96, help="side of the generated images")
     p.add_argument("--out", default=str(project_root() / "bench" / ("answer-" + time.strftime("%Y-%m-%d_%H-%M-%S"))))
     p.add_argument("overrides", nargs="*", help="tl-train overrides both halves share, e.g. model.input_size=96")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    # `--strategies freeze finetune model.input_size=96`: the list option swallows what follows it
+    for name in ("models", "strategies"):
+        values = getattr(args, name)
+        args.overrides = [*(v for v in values if "=" in v), *args.overrides]
+        setattr(args, name, [v for v in values if "=" not in v])
+    return args
 
 
 def main(argv=None) -> None:
