@@ -57,9 +57,10 @@ def test_no_choice_from_the_answer_is_a_miss_not_a_crash():
     best = ag.summary(runs(FT, [0.9]), FT)
     v = ag.verdict(best, None, 1000.0, 100.0)
     assert v["gap_points"] is None and not v["met"]
-    assert "| answer's choice | none | - |" in ag.markdown(
-        {"data": "d", "settings": "s", "grid_runs": 1, "grid_seconds": 1000.0, "answer_seconds": 100.0,
-         "grid_best": best, "answer_choice": None, "verdict": v})
+    md = ag.markdown({"data": "d", "settings": "s", "grid_runs": 1, "grid_seconds": 1000.0, "answer_seconds": 100.0,
+                      "grid_best": best, "answer_choice": None, "verdict": v, "answer_winner": "lite0 freeze lr=9"})
+    assert "| answer's choice | none | - |" in md
+    assert "WARNING: the answer named 'lite0 freeze lr=9', but none of its confirmed runs" in md
 
 
 def test_a_grid_without_test_results_is_refused_with_the_reason():
@@ -115,7 +116,6 @@ def test_the_answers_choice_and_its_confirmed_runs_are_read_from_the_store(store
     confirm = client.create_run(exp, tags={"mlflow.parentRunId": parent, "tl.role": "sweep"}).info.run_id
     client.set_tag(parent, "tl.answer.confirm_run", confirm)
     client.set_tag(parent, "tl.answer.winner", "efficientnet_lite0 freeze lr=0.05 wd=0.0005")
-    client.set_tag(parent, "tl.answer.spent_seconds", "120")
     for key, seed, acc in ((FR, 42, 0.8), (FR, 43, 0.9), (FT, 42, 0.7)):
         run = client.create_run(exp, tags={"mlflow.parentRunId": confirm, "tl.model": key[0], "tl.overrides":
                                            f"model={key[0]} strategy={key[1]} optimizer.lr={key[2]:g} "
@@ -125,8 +125,8 @@ def test_the_answers_choice_and_its_confirmed_runs_are_read_from_the_store(store
         client.set_terminated(run, "FINISHED")
     failed = client.create_run(exp, tags={"mlflow.parentRunId": confirm, "tl.model": "x"}).info.run_id
     client.set_terminated(failed, "FAILED")
-    chosen, confirmed, spent = ag.answer_choice(store, "answer")
-    assert chosen == FR and spent == 120.0
+    chosen, confirmed, winner = ag.answer_choice(store, "answer")
+    assert chosen == FR and winner == "efficientnet_lite0 freeze lr=0.05 wd=0.0005"
     assert ag.summary(confirmed, chosen)["test_acc"] == pytest.approx(0.85)
     assert len(confirmed) == 3 and ag.failed_runs(store, "answer") == 1
 

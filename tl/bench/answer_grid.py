@@ -135,22 +135,21 @@ def tested_runs(uri: str, experiment: str, parent: str | None = None) -> list[di
     return out
 
 
-def answer_choice(uri: str, experiment: str) -> tuple[tuple | None, list[dict], float | None]:
-    """The answer's chosen candidate (its parent's tl.answer.winner), the confirmed runs, and the
-    seconds the answer says it spent."""
+def answer_choice(uri: str, experiment: str) -> tuple[tuple | None, list[dict], str | None]:
+    """The answer's chosen candidate (its parent's tl.answer.winner, None where no confirmed run
+    has it), the confirmed runs, and the winner as the answer named it."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)
-    parents = [r for r in client.search_runs([exp.experiment_id], "tags.`tl.answer.confirm_run` != ''")] if exp else []
+    parents = client.search_runs([exp.experiment_id], "tags.`tl.answer.confirm_run` != ''") if exp else []
     if not parents:
         return None, [], None
     parent = parents[0].data.tags
     confirmed = tested_runs(uri, experiment, parent["tl.answer.confirm_run"])
     winner = parent.get("tl.answer.winner")
     chosen = next((r["key"] for r in confirmed if label(r["key"]) == winner), None)
-    spent = parent.get("tl.answer.spent_seconds")
-    return chosen, confirmed, float(spent) if spent else None
+    return chosen, confirmed, winner
 
 
 # ---------------------------------------------------------------- the verdict
@@ -206,6 +205,9 @@ def markdown(res: dict) -> str:
              f"| answer's seconds / grid's | {100 * v['share']:.0f}% | <= {100 * SHARE:.0f}% | {yes[v['fast_enough']]} |",
              "", "Total s: wall seconds of the processes, end to end (the grid: one sweep per strategy; "
              f"its runs' own total_seconds sum to {res.get('grid_run_seconds', 0):.0f})."]
+    if c is None and res.get("answer_winner"):
+        lines.append(f"WARNING: the answer named {res['answer_winner']!r}, but none of its confirmed runs is that "
+                     "configuration: the table cannot score it.")
     for half in ("grid", "answer"):
         if res.get(f"{half}_failed_runs"):
             lines.append(f"WARNING: {res[f'{half}_failed_runs']} run(s) of the {half} did not finish: "
@@ -258,12 +260,12 @@ def run(args) -> dict:
                              *answer_args(args.models, args.strategies, lr, args.epochs, args.seeds), *args.overrides,
                              "tracking.experiment=answer",
                              f"hydra.sweep.dir={out / 'answer'}"], out / "answer.log", cold("answer"))
-    chosen, confirmed, spent = answer_choice(uri, "answer")
+    chosen, confirmed, winner = answer_choice(uri, "answer")
     best = grid_best(grid)
     choice = summary(confirmed, chosen) if chosen else None
     return {"data": str(data), "grid_runs": len(grid), "grid_seconds": grid_seconds,
             "grid_run_seconds": sum(r["total_seconds"] or 0 for r in grid), "answer_seconds": answer_seconds,
-            "answer_spent_tag": spent, "budget": budget, "grid_best": best, "answer_choice": choice,
+            "answer_winner": winner, "budget": budget, "grid_best": best, "answer_choice": choice,
             "verdict": verdict(best, choice, grid_seconds, answer_seconds), "uri": uri, "cpu": _cpu(),
             "grid_failed_runs": failed_runs(uri, "grid"), "answer_failed_runs": failed_runs(uri, "answer"),
             "settings": f"{', '.join(args.models)}; {', '.join(args.strategies)}; {args.epochs} epochs; "
