@@ -195,14 +195,17 @@ def markdown(res: dict) -> str:
     b, c, v = res["grid_best"], res["answer_choice"], res["verdict"]
     gap = "-" if v["gap_points"] is None else f"{v['gap_points']:+.1f}"
     yes = {True: "yes", False: "NO"}
+    close = yes[v["within_1_point"] or v["inside_interval"]]
+    where = "inside" if v["inside_interval"] else "outside"
     lines = [f"`tl answer` against the full grid on {res.get('cpu', '?')}; data {res['data']}; {res['settings']}", "",
              "| | configuration | test acc ± 95% CI | total s |", "|---|---|---|---:|",
              f"| grid best ({res['grid_runs']} runs) | {b['config']} | {_acc(b)} | {res['grid_seconds']:.0f} |",
              f"| answer's choice | {c['config'] if c else 'none'} | {_acc(c)} | {res['answer_seconds']:.0f} |",
              "", "| target | value | goal | met |", "|---|---:|---|---|",
              f"| gap to the grid's best, points | {gap} | <= {GAP_POINTS:g}, or inside the best's interval "
-             f"({'inside' if v['inside_interval'] else 'outside'}) | {yes[v['within_1_point'] or v['inside_interval']]} |",
-             f"| answer's seconds / grid's | {100 * v['share']:.0f}% | <= {100 * SHARE:.0f}% | {yes[v['fast_enough']]} |",
+             f"({where}) | {close} |",
+             f"| answer's seconds / grid's | {100 * v['share']:.0f}% | <= {100 * SHARE:.0f}% | "
+             f"{yes[v['fast_enough']]} |",
              "", "Total s: wall seconds of the processes, end to end (the grid: one sweep per strategy; "
              f"its runs' own total_seconds sum to {res.get('grid_run_seconds', 0):.0f})."]
     if c is None and res.get("answer_winner"):
