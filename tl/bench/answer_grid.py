@@ -196,7 +196,8 @@ def markdown(res: dict) -> str:
     gap = "-" if v["gap_points"] is None else f"{v['gap_points']:+.1f}"
     yes = {True: "yes", False: "NO"}
     close = yes[v["within_1_point"] or v["inside_interval"]]
-    where = "inside" if v["inside_interval"] else "outside"
+    where = ("no interval: 1 seed" if b["half_width"] is None else
+             "inside" if v["inside_interval"] else "outside")
     lines = [f"`tl answer` against the full grid on {res.get('cpu', '?')}; data {res['data']}; {res['settings']}", "",
              "| | configuration | test acc ± 95% CI | total s |", "|---|---|---|---:|",
              f"| grid best ({res['grid_runs']} runs) | {b['config']} | {_acc(b)} | {res['grid_seconds']:.0f} |",
