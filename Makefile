@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.tl-installed
 
-.PHONY: install quickstart test tutorial ui server bench clean
+.PHONY: install quickstart test tutorial ui server bench bench-answer clean
 
 install: $(STAMP)
 
@@ -38,3 +38,7 @@ clean:
 
 bench: install
 	$(BIN)/python -m tl.bench
+
+# tl answer against the full grid it races over (docs/answer.md), e.g. make bench-answer ARGS="--epochs 4"
+bench-answer: install
+	$(BIN)/python -m tl.bench.answer_grid $(ARGS)

@@ -105,6 +105,12 @@ def targets(res: dict) -> list[dict]:
             add("seconds per further run of the sweep", (sweep - one) / (n - 1), f"<= {0.3 * one / (n - 1):.2f}",
                 sweep / one <= 1.3)
     _screen_targets(res, add)
+    if "answer_grid" in res:  # tl answer against the full grid (tl.bench.answer_grid)
+        v = res["answer_grid"]["verdict"]
+        gap = float("nan") if v["gap_points"] is None else v["gap_points"]  # nan: the answer chose nothing
+        add("tl answer's choice, points below the grid's best", gap, "<= 1 or inside its interval",
+            v["gap_points"] is not None and (v["within_1_point"] or v["inside_interval"]))
+        add("tl answer's seconds / the grid's", v["share"], "<= 0.25", v["fast_enough"])
     return t
 
 

@@ -200,6 +200,12 @@ def run_all(args) -> dict:
             "trainer.epochs=6", f"tracking.experiment={name}", f"tracking.uri={uri}"]}, cold("continue"))
     if "neighbour" in args.scenarios:
         _neighbour(step, ds, uri, stamp)
+    if "answer" in args.scenarios:  # tl answer against its full grid, at answer_grid's defaults
+        from tl.bench import answer_grid
+
+        print("[bench] answer_grid ...", flush=True)
+        res["answer_grid"] = answer_grid.run(answer_grid.parse(["--out", str(out / "answer_grid"),
+                                                                *(["--data", args.data] if args.data else [])]))
     if "views" in args.scenarios:
         for k in args.views:
             step(f"tl_lite0_freeze_views{k}", tl_spec(f"bench-{stamp}-l0-v{k}", [*ds, *lite,
@@ -245,7 +251,7 @@ def main(argv=None) -> None:
     p.add_argument("--epochs", type=int, default=3, help="epochs of the throughput scenarios")
     p.add_argument("--freeze-epochs", type=int, default=25, help="epochs of the freeze scenarios")
     p.add_argument("--scenarios", nargs="+", default=["r18", "freeze", "screen", "continue", "neighbour"],
-                   choices=["r18", "freeze", "screen", "continue", "neighbour", "views"])
+                   choices=["r18", "freeze", "screen", "continue", "neighbour", "views", "answer"])
     p.add_argument("--views", nargs="+", type=int, default=[1, 2, 4])
     p.add_argument("--out", default=str(project_root() / "bench" / time.strftime("%Y-%m-%d_%H-%M-%S")))
     p.add_argument("--tracking-uri", help="where the bench's own runs go (default: a store in --out)")
