@@ -24,6 +24,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
 from tl.errors import TLError
@@ -97,8 +101,6 @@ def _download(client, run_id: str, path: str, dst: Path) -> Path | None:
 def saved_overrides(client, run, dst: Path) -> tuple[list[str], str, Path | None]:
     """The overrides the run was composed from, where they came from, and the directory it was
     launched from (relative paths in its config were relative to it)."""
-    import yaml
-
     run_id = run.info.run_id
     saved = _download(client, run_id, "hydra/overrides.yaml", dst)
     hydra_yaml = _download(client, run_id, "hydra/hydra.yaml", dst)
@@ -172,10 +174,6 @@ def refuse_untrusted(run_id: str, overrides: list, source: str) -> None:
 
 
 def recompose(overrides: list[str]) -> DictConfig:
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.errors import HydraException
-
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
