@@ -11,11 +11,13 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import compose_cfg, make_image_folder
 from tl.analysis import agreement
-from tl.cli import compare, rank
+from tl.cli import compare
+from tl.cli import rank as rank_command
 from tl.cli.main import main as tl_command
 from tl.errors import ConfigError
 from tl.tracking import store as mlflow_store
 from tl.train import train
+from tl.training import ranking as rank
 
 SCRATCH = ["resnet18_scratch", "mobilenet_v3_small_scratch"]
 
@@ -103,7 +105,7 @@ def test_rank_with_no_backbone_scored_exits_1(tiny_data, store, capsys):
 ])
 def test_bad_rank_arguments_are_refused(args, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
-        rank.run(args, None, 3, ["finetune"])
+        rank_command.run(args, None, 3, ["finetune"])
 
 
 def test_agreement_is_the_spearman_correlation_over_the_backbones_both_have():

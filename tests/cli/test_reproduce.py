@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from tl.cli.main import main as tl_command
-from tl.cli.reproduce import Difference, config_differences, environment_warnings, metric_differences, refusals
+from tl.training.reproduce import Difference, config_differences, environment_warnings, metric_differences, refusals
 from tl.tracking import store as mlflow_store
 
 pytestmark = pytest.mark.slow  # end to end: whole sweeps in subprocesses

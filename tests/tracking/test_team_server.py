@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 
 from tests.conftest import make_image_folder
 from tests.servers import free_port, stop_group, team_server, wait_until_healthy  # noqa: F401
-from tl.cli import server as ts
+from tl.tracking import server as ts
 from tl.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]

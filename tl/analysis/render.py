@@ -1,7 +1,8 @@
 """Everything `tl compare` shows, drawn from the analysed sweep: the run table, the seed-group
 tables, the backbone x strategy matrices, markdown and CSV, and every figure (val curves,
 matrix, Pareto front), all in one plotting style: matplotlib's `Figure`, never pyplot (no global
-backend or figure state).
+backend or figure state). `tl rank`'s table, markdown, CSV and chart are drawn here too (its
+scores: `tl.training.ranking.Score`, read by attribute).
 
 One meaning per marker everywhere: `*` marks the best group of a dataset (in the run table, its
 runs; in the matrix, its cell), `=` a group indistinguishable from it, `!` a group whose runs
@@ -317,3 +318,44 @@ def text(rows: list[Row], datasets: dict[str, Dataset], verdicts) -> list[str]:
     return out
 
 
+# `tl rank`: its scores (preset, label, pretrained, logme, knn_acc, seconds, feature_cache, error).
+
+def rank_table(scores, knn_k: int) -> list[str]:
+    """The ranking as aligned lines; `#` counts only the backbones that could be scored."""
+    header = ["#", "preset", "model", "LogME", f"{knn_k}-NN val acc", "seconds", "features"]
+    body, n = [], 0
+    for s in scores:
+        if s.logme is not None:
+            n += 1
+        body.append([str(n) if s.logme is not None else "-", s.preset, s.label, fmt(s.logme, ".4f"),
+                     fmt(s.knn_acc, ".4f"), f"{s.seconds:.1f}", s.feature_cache or s.error])
+    return aligned(header, body, {"#", "LogME", f"{knn_k}-NN val acc", "seconds"})
+
+
+def rank_markdown(lines: list[str], command: str | None, data_id: str) -> str:
+    return "\n".join([f"# tl rank on {data_id}", "", "```", *lines, "```", "",
+                      *(["Top-k sweep:", "", "```", command, "```"] if command else [])]) + "\n"
+
+
+def rank_csv(scores) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["preset", "model", "pretrained", "logme", "knn_acc", "seconds", "feature_cache", "error"])
+    for s in scores:
+        w.writerow([s.preset, s.model, s.pretrained, s.logme, s.knn_acc, round(s.seconds, 3), s.feature_cache, s.error])
+    return buf.getvalue()
+
+
+def rank_figure(scores, knn_k: int):
+    """LogME and k-NN accuracy per scored backbone, best on top; red bars have no pretraining."""
+    ok = [s for s in scores if s.logme is not None]
+    fig = _figure(10, 0.5 * len(ok) + 1.8)
+    axes = fig.subplots(1, 2, sharey=True)
+    labels = [s.label for s in ok][::-1]
+    colours = ["#4c72b0" if s.pretrained else "#c44e52" for s in ok][::-1]
+    for ax, values, title in ((axes[0], [s.logme for s in ok][::-1], "LogME (higher: better)"),
+                              (axes[1], [s.knn_acc for s in ok][::-1], f"{knn_k}-NN val accuracy")):
+        ax.barh(labels, values, color=colours)
+        ax.set_title(title)
+    fig.suptitle("tl rank: red bars have no pretraining")
+    return fig

@@ -9,11 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tl.cli import runs
 from tl.errors import TLError
 
-
-def _uri_help() -> str:
-    return "MLflow tracking URI (default: the project's store, sqlite:///<repo>/mlruns/mlflow.db)"
+URI_HELP = "MLflow tracking URI (default: the project's store, sqlite:///<repo>/mlruns/mlflow.db)"
 
 
 def _tolerance(text: str) -> float:
@@ -40,7 +39,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--experiment", default="tl", help="experiment to find the latest sweep in (default: tl)")
     c.add_argument("--sweep", default="latest", metavar="PARENT_RUN_ID|latest",
                    help="the sweep's parent run id (default: latest, the most recently started sweep)")
-    c.add_argument("--tracking-uri", help=_uri_help())
+    c.add_argument("--tracking-uri", help=URI_HELP)
     c.add_argument("--out", metavar="DIR", help="also keep the table and figures in DIR")
     c.add_argument("--confidence", type=float, default=0.95, metavar="C",
                    help="confidence of the intervals over seeds; 1 - C is the test's level (default: 0.95)")
@@ -54,7 +53,7 @@ def parser() -> argparse.ArgumentParser:
                                    "tl.reproduces, and compare every per-epoch metric. Exit status: 0 "
                                    "identical within tolerance, 1 metrics differ, 2 cannot reproduce.")
     r.add_argument("run_id", metavar="RUN_ID")
-    r.add_argument("--tracking-uri", help=_uri_help())
+    r.add_argument("--tracking-uri", help=URI_HELP)
     r.add_argument("--tolerance", type=_tolerance, default=None, metavar="X",
                    help="largest allowed absolute difference per value (default: 0, exact, on CPU; "
                         "1e-4 when either run used a GPU)")
@@ -83,7 +82,7 @@ def parser() -> argparse.ArgumentParser:
     k.add_argument("--top-k", type=int, default=3, metavar="K", help="backbones in the tl-train line (default: 3)")
     k.add_argument("--strategies", default="finetune", metavar="S1,S2",
                    help="strategies in the tl-train line (default: finetune)")
-    k.add_argument("--tracking-uri", help=_uri_help())
+    k.add_argument("--tracking-uri", help=URI_HELP)
     a = sub.add_parser("answer", help="the best backbone and strategy for a folder of images, raced under a budget",
                        description="Screen the backbones (one frozen pass, LogME, k-NN, a tuned head), race "
                                    "every strategy at its own learning rates by successive halving, confirm the "
@@ -91,13 +90,11 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("path", metavar="PATH", help="a folder of class folders (train/ val/ [test/], or one per class)")
     a.add_argument("--budget", default="30m", help="wall clock for the whole answer, e.g. 20m, 1h (default: 30m)")
     a.add_argument("--resume", metavar="PARENT_RUN_ID", help="reuse the trials an earlier answer finished")
-    a.add_argument("--tracking-uri", help=_uri_help())
+    a.add_argument("--tracking-uri", help=URI_HELP)
     a.add_argument("overrides", nargs="*", metavar="OVERRIDE",
                    help="models=[PRESET,...] strategies=[...] and tl-train overrides, e.g. model.input_size=160")
 
-    from tl.cli import runs
-
-    runs.add_parser(sub, _uri_help())
+    runs.add_parser(sub, URI_HELP)
     return p
 
 
@@ -111,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     from tl.tracking import store
 
     uri = getattr(args, "tracking_uri", None) or store.default_uri()
+    # Each command's module is imported when it runs, not above: `tl --help` stays instant.
     try:
         if args.command == "compare":
             from tl.cli import compare
@@ -130,8 +128,6 @@ def main(argv: list[str] | None = None) -> int:
             return rank.run(args.overrides, args.tracking_uri, args.top_k,
                             [s for s in args.strategies.split(",") if s])
         if args.command == "runs":
-            from tl.cli import runs
-
             return runs.run(args, uri)
         if args.command == "reproduce":
             from tl.cli import reproduce

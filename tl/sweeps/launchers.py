@@ -34,6 +34,7 @@ from tl.sweeps import ray_jobs
 from tl.sweeps.launch import begin, failed_job, wait_for_jobs
 from tl.sweeps.state import SWEEP
 from tl.sweeps.stopping import Stop, signal_tree
+from tl.tracking import remote
 
 log = logging.getLogger(__name__)
 
@@ -73,15 +74,11 @@ def kind(launcher_cfg) -> str:
     return target
 
 
-def is_embedded(uri: str) -> bool:
-    return not uri.startswith(("http://", "https://", "databricks"))
-
-
 def check_store(config: DictConfig, uri: str) -> None:
     """Refuse, before anything is launched, jobs that would write an embedded store from
     processes (or machines) that may not reach its file."""
     k = kind(config.hydra.launcher)
-    if k not in OUTSIDE or not is_embedded(uri):
+    if k not in OUTSIDE or not remote.is_embedded(uri):
         return
     if config.tracking.get("shared_filesystem") is True:
         return

@@ -34,7 +34,14 @@ class ServerError(TLError, CompactHydraException):
 
 
 def is_remote(uri: str) -> bool:
+    """A tracking server reached over HTTP(S), which tl probes and logs in to."""
     return urllib.parse.urlparse(str(uri)).scheme in ("http", "https")
+
+
+def is_embedded(uri: str) -> bool:
+    """A store this process writes itself (a file or database URI), not a server or Databricks:
+    only processes that reach its file may log to it."""
+    return not (is_remote(uri) or str(uri).startswith("databricks"))
 
 
 def _user(uri: str | None = None) -> str | None:

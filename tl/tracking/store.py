@@ -18,6 +18,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from tl.errors import TLError
+from tl.runtime import configtree
 from tl.runtime.paths import project_root
 from tl.tracking import links, redact, remote
 
@@ -147,17 +148,7 @@ def _experiment_id(client, name: str, uri: str) -> str:
 
 def flatten(cfg: DictConfig) -> dict[str, str]:
     """The config as recorded (`redact.recorded_config`) as `a.b.c -> value` params."""
-    out: dict[str, str] = {}
-
-    def walk(node, prefix):
-        if isinstance(node, dict):
-            for k, v in node.items():
-                walk(v, f"{prefix}{k}.")
-        else:
-            out[prefix[:-1]] = str(node)[:MAX_PARAM_LENGTH]
-
-    walk(redact.recorded_config(cfg), "")
-    return out
+    return {k: str(v)[:MAX_PARAM_LENGTH] for k, v in configtree.flat(redact.recorded_config(cfg)).items()}
 
 
 def text(value) -> str:
