@@ -4,7 +4,7 @@ Spearman, and a warning when too few backbones make either mean much."""
 
 import pytest
 
-from tests.analysis.rows import run
+from tests.helpers.rows import run
 from tl.analysis import agreement, groups
 
 

@@ -4,7 +4,7 @@ cost as if each run had been alone, missing or NaN metrics listed instead of cra
 
 import math
 
-from tests.analysis.rows import run
+from tests.helpers.rows import run
 from tl.analysis import groups, render
 
 

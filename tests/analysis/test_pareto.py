@@ -5,7 +5,7 @@ import contextlib
 import io
 import math
 
-from tests.logged_sweeps import Job, log_sweep
+from tests.helpers.logged_sweeps import Job, log_sweep
 from tl.analysis import pareto
 from tl.cli.main import main as tl_command
 

@@ -5,7 +5,7 @@ to get them. One verdict per dataset, logged as compare/verdict.md."""
 import contextlib
 import io
 
-from tests.logged_sweeps import Job, log_sweep
+from tests.helpers.logged_sweeps import Job, log_sweep
 from tl.analysis import groups, verdict
 from tl.tracking.runs import Row
 from tl.cli.main import main as tl_command
@@ -112,7 +112,7 @@ def test_a_confidence_outside_0_1_is_refused_naming_the_option(store, capsys):
 
 # --- what the answer's interval covers, and what limits it --------------------------------
 
-from tests.analysis.rows import run as row  # noqa: E402
+from tests.helpers.rows import run as row  # noqa: E402
 
 
 def seeds(strategy, accs, seconds=10.0, split_seed="0", test_images=76, **kw):

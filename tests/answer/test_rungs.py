@@ -5,18 +5,15 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import compose_cfg
+from tests.helpers.runs import CURVES
 from tl.errors import ConfigError
+from tl.tracking.readback import history
 from tl.train import train
 from tl.training import checkpoints, rungs
 
-CURVES = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")
 # Momentum and a learning rate that changes every epoch: state a continued trial must carry over.
 RECIPE = ["model=resnet18_scratch", "strategy=finetune", "scheduler=step", "scheduler.decay_epochs=1",
           "trainer.epochs=3", "model.input_size=32", "trainer.batch_size=4", "trainer.num_workers=0"]
-
-
-def curve(client, run_id, key):
-    return [(m.step, m.value) for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +29,7 @@ def raced(tmp_path_factory):
     stopped = train(compose_cfg(*base, "trainer.stop_after=1")).run_id
     client = MlflowClient(store)
     at_rung_1 = client.get_run(stopped)
-    curves_at_1 = {k: curve(client, stopped, k) for k in CURVES}
+    curves_at_1 = {k: history(client, stopped, k) for k in CURVES}
     last_pt = (checkpoints.local_dir(at_rung_1.info.artifact_uri) / "checkpoints" / "last.pt").is_file()
     second = train(compose_cfg(f"+resume={stopped}", "trainer.stop_after=2", f"tracking.uri={store}")).run_id
     at_rung_2 = client.get_run(stopped)
@@ -52,7 +49,7 @@ def test_a_trial_stopped_at_a_rung_ends_finished_tagged_with_its_rung(raced):
 def test_a_stopped_trials_curve_is_the_prefix_of_the_same_trial_run_to_the_end(raced):
     client = raced["client"]
     for key in CURVES:
-        full = curve(client, raced["straight"], key)
+        full = history(client, raced["straight"], key)
         assert raced["curves_at_1"][key] == full[:1], key
 
 
@@ -63,7 +60,7 @@ def test_a_promoted_trial_continues_its_own_run_to_the_metrics_of_a_straight_run
     final = client.get_run(raced["stopped"])
     assert final.info.status == "FINISHED" and rungs.STOPPED_AT not in final.data.tags
     for key in CURVES:
-        assert curve(client, raced["stopped"], key) == curve(client, raced["straight"], key), key
+        assert history(client, raced["stopped"], key) == history(client, raced["straight"], key), key
     assert final.data.metrics["best_val_acc"] == client.get_run(raced["straight"]).data.metrics["best_val_acc"]
 
 

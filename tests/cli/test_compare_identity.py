@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 
 from tests.conftest import make_image_folder
-from tests.logged_sweeps import Job, log_sweep
+from tests.helpers.logged_sweeps import Job, log_sweep
 from tl.analysis import groups, render
 from tl.cli.main import main as tl_command
 

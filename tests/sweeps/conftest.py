@@ -1,3 +1,12 @@
 """The sweep tests share one real `mlflow server` (on SQLite, 127.0.0.1) for the session."""
 
-from tests.sweep_support import mlflow_server  # noqa: F401 (a fixture, used by name)
+import pytest
+
+from tests.helpers.servers import plain_mlflow_server
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A plain tracking server (SQLite, served artifacts) that every launcher test logs to."""
+    with plain_mlflow_server(tmp_path_factory.mktemp("launcher_server")) as s:
+        yield s

@@ -11,20 +11,15 @@ import time
 import psutil
 import yaml
 
-from tests.sweep_support import (
+from tests.helpers.rest import experiment, fetch_artifact, metrics, search, sweep_runs, tags
+from tests.helpers.sweeps import (
     data_folder,
     epochs_logged,
-    experiment,
-    fetch_artifact,
     job_args,
     kill_all,
     marked_processes,
-    metrics,
     new_mark,
-    search,
     start_tl,
-    sweep_runs,
-    tags,
     tl_env,
     wait_for,
 )
@@ -66,7 +61,7 @@ def test_two_runs_started_in_the_same_second_get_output_folders_and_hydra_record
     args = [a for a in job_args(data_folder(tmp_path / "data"), tmp_path, mlflow_server, name, epochs=1)
             if not a.startswith("hydra.sweep.dir")]
     at = int(time.time()) + 40  # both processes are up and composed well before then
-    hold = ["+hydra.callbacks.start_at._target_=tests.sweeps.hooks.StartAt", f"+hydra.callbacks.start_at.at={at}"]
+    hold = ["+hydra.callbacks.start_at._target_=tests.helpers.callbacks.StartAt", f"+hydra.callbacks.start_at.at={at}"]
     procs = [subprocess.Popen([sys.executable, "-m", "tl.train", "model.name=test_resnet", f"trainer.seed={seed}",
                                *args, *hold], cwd=tmp_path, env=tl_env(), stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)

@@ -13,12 +13,13 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from tests.conftest import make_image_folder
+from tests.helpers.runs import CURVES
 from tl.tracking import store as mlflow_store
+from tl.tracking.readback import history
 
 pytestmark = pytest.mark.slow  # end to end: whole sweeps in subprocesses
 
 ROOT = Path(__file__).resolve().parents[2]
-CURVES = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")
 PER_EPOCH = (*CURVES, "epoch_seconds", "images_per_second", "train_images_per_second")
 SUMMARY = ("best_val_acc", "best_epoch", "train_seconds", "skipped_files")
 
@@ -32,13 +33,9 @@ def run_tl(*args, cwd):
                           capture_output=True, text=True, timeout=900)
 
 
-def history(client, run_id, key):
-    return [(m.step, m.value) for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
-
-
 def kill_job(num: int, batches: int) -> list[str]:
     """Test-only Hydra callback: SIGTERM job `num`'s own process during training batch `batches`."""
-    return ["+hydra.callbacks.kill._target_=tests.hooks.SigtermMidEpoch",
+    return ["+hydra.callbacks.kill._target_=tests.helpers.callbacks.SigtermMidEpoch",
             f"+hydra.callbacks.kill.job_num={num}", f"+hydra.callbacks.kill.batches={batches}"]
 
 

@@ -7,7 +7,7 @@ import sys
 
 from mlflow.tracking import MlflowClient
 
-from tests.sweep_support import ROOT
+from tests.helpers.sweeps import ROOT
 
 
 def run_tl(*args, cwd):
@@ -31,7 +31,7 @@ def all_runs(store):
 
 def test_jobs_log_under_their_parent_when_the_sweep_folder_is_gone(tiny_data, store, tmp_path):
     out = run_tl("-m", *common(tiny_data, store, tmp_path),
-                 "+hydra.callbacks.rm._target_=tests.sweep_hooks.RemoveSweepDir", cwd=tmp_path)
+                 "+hydra.callbacks.rm._target_=tests.helpers.callbacks.RemoveSweepDir", cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     runs = all_runs(store)
     (parent,) = [r for r in runs if r.data.tags.get("tl.role") == "sweep"]

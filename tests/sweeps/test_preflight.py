@@ -6,7 +6,7 @@ import sys
 
 from mlflow.tracking import MlflowClient
 
-from tests.sweep_support import tl_env
+from tests.helpers.sweeps import tl_env
 
 
 def sweep(tmp_path, *args):

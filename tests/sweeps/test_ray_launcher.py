@@ -10,25 +10,19 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.sweep_support import (
-    CURVES,
+from tests.helpers.rest import fetch_artifact, history, listing, metrics, params, sweep_runs, tags
+from tests.helpers.runs import CURVES
+from tests.helpers.sweeps import (
     RAY,
     data_folder,
-    fetch_artifact,
-    history,
     job_args,
     kill_all,
     marked_processes,
-    metrics,
     new_mark,
-    params,
     run_tl,
     start_tl,
-    sweep_runs,
-    tags,
     wait_for,
 )
-from tests.tracking.test_server import listing
 
 MODELS = ["model.name=test_resnet,test_efficientnet", "strategy=finetune,freeze"]
 

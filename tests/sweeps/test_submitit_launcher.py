@@ -9,21 +9,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from tests.conftest import CONF
-from tests.sweep_support import (
-    CURVES,
-    data_folder,
-    fetch_artifact,
-    history,
-    job_args,
-    kill_all,
-    metrics,
-    new_mark,
-    params,
-    run_tl,
-    sweep_runs,
-    tags,
-)
-from tests.tracking.test_server import listing
+from tests.helpers.rest import fetch_artifact, history, listing, metrics, params, sweep_runs, tags
+from tests.helpers.runs import CURVES
+from tests.helpers.sweeps import data_folder, job_args, kill_all, new_mark, run_tl
 from tl.errors import ConfigError
 
 

@@ -11,20 +11,17 @@ import time
 
 import pytest
 
-from tests.sweep_support import (
+from tests.helpers.rest import history, metrics, sweep_runs, tags
+from tests.helpers.sweeps import (
     RAY,
     data_folder,
     epochs_logged,
-    history,
     job_args,
     kill_all,
     marked_processes,
-    metrics,
     new_mark,
     run_tl,
     start_tl,
-    sweep_runs,
-    tags,
     tl_env,
     wait_for,
 )

@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import open_dict
 
 from tests.conftest import CONF, make_image_folder
-from tests.sweep_support import tl_env
+from tests.helpers.sweeps import tl_env
 from tl.runtime import parallel
 
 

@@ -8,8 +8,8 @@ import shutil
 
 import pytest
 
-from tests.logged_sweeps import Job, log_sweep
-from tests.servers import plain_mlflow_server
+from tests.helpers.logged_sweeps import Job, log_sweep
+from tests.helpers.servers import plain_mlflow_server
 from tl.tracking import store
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")

@@ -9,7 +9,7 @@ import urllib.parse
 import pytest
 from omegaconf import OmegaConf
 
-from tests.servers import free_port
+from tests.helpers.servers import free_port
 from tl.errors import ConfigError
 from tl.tracking import links, redact, remote, store
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from tests.logged_sweeps import Job, log_sweep
+from tests.helpers.logged_sweeps import Job, log_sweep
 from tl.tracking import runs
 
 

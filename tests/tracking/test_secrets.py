@@ -3,19 +3,18 @@
 everything they wrote (the server's database and artifacts, Hydra's output folders, the feature
 cache, stdout and stderr) is searched for the secrets."""
 
-import json
 import os
 import subprocess
 import sys
 import urllib.parse
-import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from tests.conftest import make_image_folder
-from tests.servers import plain_mlflow_server
+from tests.helpers.rest import api, params, tags
+from tests.helpers.servers import plain_mlflow_server
 
 pytestmark = pytest.mark.slow  # end to end: a run and a sweep in subprocesses
 
@@ -50,14 +49,6 @@ def tl_train(server, work: Path, *args: str) -> subprocess.CompletedProcess:
     return out
 
 
-def api(server, endpoint: str, body: dict | None = None, **query):
-    url = server.url + endpoint + ("?" + urllib.parse.urlencode(query) if query else "")
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=60) as r:
-        return json.loads(r.read())
-
-
 def runs_of(server, experiment: str) -> list[dict]:
     exp = api(server, "/api/2.0/mlflow/experiments/get-by-name", experiment_name=experiment)["experiment"]
     return api(server, "/api/2.0/mlflow/runs/search", {"experiment_ids": [exp["experiment_id"]]})["runs"]
@@ -90,14 +81,6 @@ def swept(server):
     work.mkdir()
     out = tl_train(server, work, "-m", "trainer.seed=0", f"hydra.sweep.dir={work / 'multirun'}")
     return SimpleNamespace(work=work, out=out, runs=runs_of(server, "sweep"))
-
-
-def params(run: dict) -> dict[str, str]:
-    return {p["key"]: p["value"] for p in run["data"].get("params", [])}
-
-
-def tags(run: dict) -> dict[str, str]:
-    return {t["key"]: t["value"] for t in run["data"].get("tags", [])}
 
 
 def test_a_run_logs_through_a_login_in_the_uri_and_records_it_masked(server, single):

@@ -2,18 +2,17 @@
 per-epoch histories and artifacts read back over the REST API; `tl compare` then logs its
 table and figures on the sweep's parent, where the server's artifact proxy serves them."""
 
-import json
 import os
 import subprocess
 import sys
-import urllib.parse
-import urllib.request
 from types import SimpleNamespace
 
 import pytest
 
 from tests.conftest import make_image_folder
-from tests.servers import plain_mlflow_server
+from tests.helpers.rest import api, artifact_files, fetch, listing, search, tags
+from tests.helpers.runs import CURVES
+from tests.helpers.servers import plain_mlflow_server
 
 pytestmark = pytest.mark.slow  # end to end: whole sweeps in subprocesses
 
@@ -21,34 +20,6 @@ pytestmark = pytest.mark.slow  # end to end: whole sweeps in subprocesses
 def server(tmp_path_factory):
     with plain_mlflow_server(tmp_path_factory.mktemp("mlflow_server")) as s:
         yield s
-
-
-def api(server, endpoint: str, body: dict | None = None, **query):
-    url = server.url + endpoint + ("?" + urllib.parse.urlencode(query) if query else "")
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=60) as r:
-        return json.loads(r.read())
-
-
-def fetch(server, endpoint: str, **query) -> bytes:
-    url = server.url + endpoint + ("?" + urllib.parse.urlencode(query) if query else "")
-    with urllib.request.urlopen(url, timeout=60) as r:
-        return r.read()
-
-
-def search(server, experiment_id: str, filter_string: str) -> list[dict]:
-    return api(server, "/api/2.0/mlflow/runs/search",
-               {"experiment_ids": [experiment_id], "filter": filter_string}).get("runs", [])
-
-
-def tags(run: dict) -> dict[str, str]:
-    return {t["key"]: t["value"] for t in run["data"].get("tags", [])}
-
-
-def listing(server, run_id: str, path: str = "") -> dict[str, dict]:
-    files = api(server, "/api/2.0/mlflow/artifacts/list", run_id=run_id, path=path).get("files", [])
-    return {f["path"]: f for f in files}
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +51,7 @@ def test_the_sweep_logs_a_parent_and_a_child_per_job_through_the_server(served_s
 
 def test_each_jobs_per_epoch_history_is_served(server, served_sweep):
     for job in served_sweep.jobs:
-        for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
+        for key in CURVES:
             history = api(server, "/api/2.0/mlflow/metrics/get-history",
                           run_id=job["info"]["run_id"], metric_key=key)["metrics"]
             assert sorted(m["step"] for m in history) == [1, 2], key
@@ -103,7 +74,7 @@ def test_tl_compare_logs_its_files_on_the_parent_where_the_server_serves_them(se
     parent = served_sweep.parent["info"]
     assert parent["run_id"] in out.stdout and "Best val acc, backbone x strategy" in out.stdout
 
-    files = listing(server, parent["run_id"], "compare")
+    files = artifact_files(server, parent["run_id"], "compare")
     assert set(files) == {"compare/table.md", "compare/runs.csv", "compare/curves.png", "compare/matrix.png",
                           "compare/pareto.png", "compare/verdict.md"}
     assert all(f["file_size"] > 0 for f in files.values())

@@ -1,9 +1,8 @@
-"""Against a real team server on loopback (tests/servers.py): PostgreSQL, `tl server` with
+"""Against a real team server on loopback (tests/helpers/servers.py): PostgreSQL, `tl server` with
 served artifacts and basic-auth logins (default permission NO_PERMISSIONS). A run logs through
 it; a missing, wrong or under-privileged login and an unreachable server are one clear error
 before any training, leaving no run; a killed run resumes through the server's artifact store."""
 
-import base64
 import contextlib
 import json
 import os
@@ -11,9 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,7 +18,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from tests.conftest import make_image_folder
-from tests.servers import free_port, stop_group, team_server, wait_until_healthy  # noqa: F401
+from tests.helpers.rest import api, fetch, history, listing
+from tests.helpers.runs import CURVES
+from tests.helpers.servers import free_port, stop_group, team_server, wait_until_healthy  # noqa: F401
 from tl.tracking import server as ts
 from tl.errors import ConfigError
 
@@ -32,17 +31,6 @@ CAROL = ("carol", "carol-pass-5678")  # granted nothing: with NO_PERMISSIONS she
 EXPERIMENT = "team"
 
 
-def api(server, endpoint: str, body: dict | None = None, auth=None, **query):
-    url = server.url + endpoint + ("?" + urllib.parse.urlencode(query) if query else "")
-    data = None if body is None else json.dumps(body).encode()
-    headers = {"Content-Type": "application/json"}
-    user, password = auth or server.admin
-    headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-    request = urllib.request.Request(url, data=data, headers=headers)
-    with urllib.request.urlopen(request, timeout=60) as r:
-        return r.read() if endpoint.startswith("/get-artifact") else json.loads(r.read())
-
-
 def all_runs(server) -> list[dict]:
     """Every run on the server, of every experiment, as the admin sees them."""
     exps = api(server, "/api/2.0/mlflow/experiments/search", {"max_results": 1000}).get("experiments", [])
@@ -50,15 +38,6 @@ def all_runs(server) -> list[dict]:
         return []
     return api(server, "/api/2.0/mlflow/runs/search",
                {"experiment_ids": [e["experiment_id"] for e in exps], "max_results": 1000}).get("runs", [])
-
-
-def history(server, run_id: str, key: str) -> list[dict]:
-    return api(server, "/api/2.0/mlflow/metrics/get-history", run_id=run_id, metric_key=key)["metrics"]
-
-
-def listing(server, run_id: str, path: str = "") -> set[str]:
-    files = api(server, "/api/2.0/mlflow/artifacts/list", run_id=run_id, path=path).get("files", [])
-    return {f["path"] for f in files}
 
 
 def tl_train(server_url: str, *overrides: str, login=None, cwd: Path, timeout=600) -> subprocess.CompletedProcess:
@@ -123,8 +102,8 @@ def test_a_run_logs_params_and_every_epochs_metrics_through_the_server(team):
     params = {p["key"]: p["value"] for p in team.run["data"]["params"]}
     assert params["trainer.epochs"] == "2" and params["model.name"] == "resnet18"
     assert params["tracking.uri"] == team.url
-    for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
-        assert sorted(m["step"] for m in history(team.server, run_id, key)) == [1, 2], key
+    for key in CURVES:
+        assert sorted(s for s, _ in history(team.server, run_id, key)) == [1, 2], key
 
 
 def test_the_runs_artifacts_live_on_the_server_and_read_back_over_rest(team):
@@ -133,7 +112,7 @@ def test_the_runs_artifacts_live_on_the_server_and_read_back_over_rest(team):
     assert {"config.yaml", "checkpoints"} <= listing(team.server, run_id)
     # A finished run keeps its best model; its resume point is deleted, as in a local store.
     assert listing(team.server, run_id, "checkpoints") == {"checkpoints/best.pt"}
-    served = api(team.server, "/get-artifact", run_id=run_id, path="config.yaml").decode()
+    served = fetch(team.server, "/get-artifact", run_id=run_id, path="config.yaml").decode()
     assert OmegaConf.create(served).trainer.epochs == 2
     # The server keeps them in its artifacts folder: the client needed no access to it.
     stored = [p for p in (team.server.root / "artifacts").rglob("config.yaml")
@@ -218,14 +197,14 @@ def test_tl_compare_against_an_unreachable_server_is_one_clear_error(capsys):
 
 def test_a_killed_run_resumes_through_the_server_with_every_epoch_logged(team):
     # 16 training images in batches of 4: batch 6 is in epoch 2, after epoch 1's checkpoint.
-    kill = ["+hydra.callbacks.kill._target_=tests.hooks.SigtermMidEpoch", "+hydra.callbacks.kill.job_num=0",
+    kill = ["+hydra.callbacks.kill._target_=tests.helpers.callbacks.SigtermMidEpoch", "+hydra.callbacks.kill.job_num=0",
             "+hydra.callbacks.kill.batches=6"]
     out = tl_train(team.url, *run_overrides(team.data, epochs=3), *kill, login=ALICE, cwd=team.work / "killed")
     assert out.returncode == 128 + signal.SIGTERM, out.stderr[-3000:]
     (run,) = [r for r in all_runs(team.server) if r["info"]["status"] == "KILLED"]
     run_id = run["info"]["run_id"]
     assert "checkpoints/last.pt" in listing(team.server, run_id, "checkpoints")
-    assert sorted(m["step"] for m in history(team.server, run_id, "train_loss")) == [1]
+    assert sorted(s for s, _ in history(team.server, run_id, "train_loss")) == [1]
 
     # Another folder, nothing of the first process's: the checkpoint can only come from the server.
     again = tl_train(team.url, f"+resume={run_id}", login=ALICE, cwd=team.work / "elsewhere")
@@ -233,9 +212,9 @@ def test_a_killed_run_resumes_through_the_server_with_every_epoch_logged(team):
     assert f"resuming run {run_id} after epoch 1" in again.stdout + again.stderr
     info = api(team.server, "/api/2.0/mlflow/runs/get", run_id=run_id)["run"]["info"]
     assert info["status"] == "FINISHED"
-    for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
+    for key in CURVES:
         # Once each: epoch 1 was not trained again.
-        assert sorted(m["step"] for m in history(team.server, run_id, key)) == [1, 2, 3], key
+        assert sorted(s for s, _ in history(team.server, run_id, key)) == [1, 2, 3], key
     assert listing(team.server, run_id, "checkpoints") == {"checkpoints/best.pt"}
 
 
@@ -251,7 +230,7 @@ def test_a_login_in_the_tracking_uri_logs_through_the_server_and_is_recorded_mas
     params = {p["key"]: p["value"] for p in run["data"]["params"]}
     assert params["tracking.uri"] == f"http://alice:***@{host}"
     recorded = json.dumps(run) + "".join(
-        api(team.server, "/get-artifact", run_id=run["info"]["run_id"], path=p).decode()
+        fetch(team.server, "/get-artifact", run_id=run["info"]["run_id"], path=p).decode()
         for p in ("config.yaml", "hydra/overrides.yaml", "hydra/hydra.yaml", "hydra/config.yaml"))
     assert ALICE[1] not in recorded and f"alice:***@{host}" in recorded
 

@@ -6,39 +6,22 @@ per-epoch metrics of an uninterrupted run, each epoch logged once, its best mode
 import errno
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import compose_cfg, make_image_folder
-from tests.training.test_resume import CURVES, history, runs
+from tests.helpers.faults import faulty_run, recipe
+from tests.helpers.runs import CURVES, runs
 from tl.errors import ConfigError
 from tl.runtime.io import load_tensors
 from tl.tracking import store as tl_store
+from tl.tracking.readback import history
 from tl.train import train
 from tl.training import checkpoints
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow  # end to end: runs killed in subprocesses, then resumed
-
-
-def recipe(data: Path, uri: str) -> list[str]:
-    return ["dataset=imagefolder", f"dataset.root={data}", "model=resnet18", "model.pretrained=false",
-            "model.input_size=32", "trainer.batch_size=4", "trainer.num_workers=0", "trainer.epochs=2",
-            "trainer.precision=fp32", "scheduler=step", "scheduler.decay_epochs=1", f"tracking.uri={uri}"]
-
-
-def faulty_run(tmp: Path, overrides: list[str], **env) -> subprocess.CompletedProcess:
-    """`tl-train` in its own process, with `tests.training.faults` injecting `env`'s faults."""
-    full_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-                "TL_TEST_WRITES": str(tmp / "writes.txt"), **env}
-    full_env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.run([sys.executable, "-m", "tests.training.faults", *overrides,
-                           f"hydra.run.dir={tmp / 'out'}"], cwd=tmp, env=full_env, capture_output=True,
-                          text=True, timeout=900)
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +132,7 @@ def test_metric_rows_the_store_lacks_are_logged_once_from_the_checkpoint(tmp_pat
 
 def test_a_killed_run_counts_the_seconds_of_every_process_it_ran_in(tmp_path, reference, monkeypatch):
     """`total_seconds` of a resumed run sums its processes: `last.pt` carries the first's."""
-    from tests.hooks import sigterm_after
+    from tests.helpers.callbacks import sigterm_after
     from tl.runtime import cost, signals
     from tl.training import engine, loop
 

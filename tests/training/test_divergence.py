@@ -8,8 +8,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import compose_cfg
-from tests.training.test_resume import history, runs
-from tests.training.test_user_errors import base, only_run, tl_train
+from tests.helpers.runs import base, only_run, runs, tl_train
+from tl.tracking.readback import history
 from tl.train import train
 from tl.training import checkpoints, loop
 

@@ -11,8 +11,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import compose_cfg
-from tests.training.test_commit_order import faulty_run, recipe
-from tests.training.test_resume import _make_run
+from tests.helpers.faults import faulty_run, recipe
+from tests.helpers.runs import make_run
 from tl.cli.main import main as tl_main
 from tl.errors import ConfigError
 from tl.tracking import store as tl_store
@@ -29,7 +29,7 @@ def dead_pid() -> int:
 
 
 def test_a_second_resume_of_a_run_being_resumed_is_refused(tmp_path, store):
-    _, run_id = _make_run(store, "KILLED")
+    _, run_id = make_run(store, "KILLED")
     lock = tmp_path / "mlruns" / ".locks" / f"{run_id}.lock"
     holder = subprocess.Popen([sys.executable, "-c", (
         "import fcntl, pathlib, sys, time\n"
@@ -49,14 +49,14 @@ def test_a_second_resume_of_a_run_being_resumed_is_refused(tmp_path, store):
 
 
 def test_on_a_server_a_resume_whose_claim_was_overwritten_stops(store, monkeypatch):
-    client, run_id = _make_run(store, "KILLED")
+    client, run_id = make_run(store, "KILLED")
     monkeypatch.setattr(resume.time, "sleep", lambda s: client.set_tag(run_id, "tl.resume_claim", "rival"))
     with pytest.raises(ConfigError, match="another \\+resume of this run started at the same time"):
         resume._claim_on_server(client, run_id)
 
 
 def test_a_status_write_that_fails_twice_is_retried_and_lands(store, monkeypatch):
-    client, run_id = _make_run(store, "RUNNING")
+    client, run_id = make_run(store, "RUNNING")
     monkeypatch.setattr(lifecycle, "RETRY_DELAYS", (0, 0, 0))
     real, calls = MlflowClient.set_terminated, []
 
@@ -74,7 +74,7 @@ def test_a_status_write_that_fails_twice_is_retried_and_lands(store, monkeypatch
 
 
 def test_a_status_write_that_keeps_failing_is_one_line_naming_the_run_and_the_fix(store, monkeypatch, capsys):
-    client, run_id = _make_run(store, "RUNNING")
+    client, run_id = make_run(store, "RUNNING")
     capsys.readouterr()  # the store's own start-up lines
     monkeypatch.setattr(lifecycle, "RETRY_DELAYS", (0, 0, 0))
     monkeypatch.setattr(MlflowClient, "set_terminated", lambda self, *a, **k: (_ for _ in ()).throw(
@@ -88,9 +88,9 @@ def test_a_status_write_that_keeps_failing_is_one_line_naming_the_run_and_the_fi
 
 
 def test_close_stale_marks_runs_whose_process_is_gone_killed_and_leaves_live_ones(store, capsys):
-    client, gone = _make_run(store, "RUNNING", {"tl.host": HERE, "tl.pid": str(dead_pid())})
-    _, alive = _make_run(store, "RUNNING", {"tl.host": HERE, "tl.pid": str(os.getpid())})
-    _, elsewhere = _make_run(store, "RUNNING", {"tl.host": "another-node", "tl.pid": "123"})
+    client, gone = make_run(store, "RUNNING", {"tl.host": HERE, "tl.pid": str(dead_pid())})
+    _, alive = make_run(store, "RUNNING", {"tl.host": HERE, "tl.pid": str(os.getpid())})
+    _, elsewhere = make_run(store, "RUNNING", {"tl.host": "another-node", "tl.pid": "123"})
     assert tl_main(["runs", "close-stale", "--tracking-uri", store]) == 0
     out = capsys.readouterr().out
     assert f"closed {gone}" in out and f"left   {alive}" in out and "--force closes it" in out
@@ -102,15 +102,15 @@ def test_close_stale_marks_runs_whose_process_is_gone_killed_and_leaves_live_one
 
 
 def test_close_stale_closes_runs_of_other_hosts_only_when_forced(store):
-    client, elsewhere = _make_run(store, "RUNNING", {"tl.host": "another-node", "tl.pid": "123"})
-    _, alive = _make_run(store, "RUNNING", {"tl.host": HERE, "tl.pid": str(os.getpid())})
+    client, elsewhere = make_run(store, "RUNNING", {"tl.host": "another-node", "tl.pid": "123"})
+    _, alive = make_run(store, "RUNNING", {"tl.host": HERE, "tl.pid": str(os.getpid())})
     assert tl_main(["runs", "close-stale", "--force", "--tracking-uri", store]) == 0
     assert client.get_run(elsewhere).info.status == "KILLED"
     assert client.get_run(alive).info.status == "RUNNING", "--force never closes a live process"
 
 
 def test_a_resume_refused_for_a_live_process_names_close_stale(store):
-    _, run_id = _make_run(store, "RUNNING", {"tl.host": "another-node", "tl.pid": "1"})
+    _, run_id = make_run(store, "RUNNING", {"tl.host": "another-node", "tl.pid": "1"})
     with pytest.raises(ConfigError, match=rf"tl runs close-stale --force --tracking-uri {store}"):
         train(compose_cfg(f"+resume={run_id}", f"tracking.uri={store}"))
 

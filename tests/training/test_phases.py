@@ -5,11 +5,12 @@ on either side of a boundary resumes to the metrics of an uninterrupted run."""
 import pytest
 
 from tests.conftest import compose_cfg, make_image_folder
-from tests.hooks import sigterm_after
-from tests.training.test_resume import BATCHES_PER_EPOCH, CURVES, history, runs
+from tests.helpers.callbacks import sigterm_after
+from tests.helpers.runs import BATCHES_PER_EPOCH, CURVES, runs
 from tl.errors import ConfigError
 from tl.models import backbones
 from tl.runtime import signals
+from tl.tracking.readback import history
 from tl.train import train
 from tl.training import phases, validate
 

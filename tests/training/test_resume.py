@@ -10,32 +10,20 @@ import sys
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
-from omegaconf import OmegaConf
 
 from tests.conftest import compose_cfg
-from tests.hooks import sigterm_after
+from tests.helpers.callbacks import sigterm_after
+from tests.helpers.runs import BATCHES_PER_EPOCH, CURVES, make_run, runs
 from tl.errors import ConfigError
 from tl.runtime import seeding, signals
+from tl.tracking.readback import history
 from tl.train import train
 from tl.training import checkpoints, resume
 
-CURVES = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")
 # Dropout (mobilenet's head), frozen stages with BatchNorm in eval mode, momentum, and a learning
 # rate that changes every epoch: each is state a resume must carry over exactly.
 RECIPE = ["model=mobilenet_v3_small_scratch", "strategy=partial_freeze", "scheduler=step",
           "scheduler.decay_epochs=1", "trainer.epochs=3"]
-BATCHES_PER_EPOCH = 4  # 16 training images, batch size 4
-
-
-def history(client, run_id, key):
-    return [(m.step, m.value) for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
-
-
-def runs(store):
-    client = MlflowClient(store)
-    found = client.search_runs([client.get_experiment_by_name("tl").experiment_id],
-                               order_by=["attributes.start_time ASC"])
-    return client, found
 
 
 @pytest.fixture(scope="module")
@@ -95,40 +83,26 @@ def test_resume_finishes_the_same_run_with_the_metrics_of_an_uninterrupted_one(k
     assert [a.path for a in client.list_artifacts(run_id, "checkpoints")] == ["checkpoints/best.pt"]
 
 
-def _make_run(store, status, tags=None, config=None):
-    client = MlflowClient(store)
-    exp = client.get_experiment_by_name("tl")
-    exp = exp.experiment_id if exp is not None else client.create_experiment("tl")
-    run_id = client.create_run(exp, tags=tags or {}).info.run_id
-    if config is not None:
-        folder = checkpoints.local_dir(client.get_run(run_id).info.artifact_uri)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "config.yaml").write_text(OmegaConf.to_yaml(config, resolve=True))
-    if status != "RUNNING":
-        client.set_terminated(run_id, status)
-    return client, run_id
-
-
 def test_resume_of_an_unknown_run_says_where_it_looked(shared_store):
     with pytest.raises(ConfigError, match=r"resume=abc: no such run in sqlite:.* pass tracking.uri"):
         train(compose_cfg("+resume=abc", f"tracking.uri={shared_store}"))
 
 
 def test_resume_of_a_finished_run_is_refused(shared_store):
-    _, run_id = _make_run(shared_store, "FINISHED")
+    _, run_id = make_run(shared_store, "FINISHED")
     with pytest.raises(ConfigError, match="already FINISHED; there is nothing to resume"):
         train(compose_cfg(f"+resume={run_id}", f"tracking.uri={shared_store}"))
 
 
 def test_resume_of_a_run_whose_process_still_runs_is_refused(shared_store):
     alive = {"tl.host": socket.gethostname(), "tl.pid": str(os.getppid())}
-    _, run_id = _make_run(shared_store, "RUNNING", alive)
+    _, run_id = make_run(shared_store, "RUNNING", alive)
     with pytest.raises(ConfigError, match=f"the run is RUNNING \\(process {os.getppid()} on"):
         train(compose_cfg(f"+resume={run_id}", f"tracking.uri={shared_store}"))
 
 
 def test_resume_refuses_overrides_that_would_change_the_run(shared_store):
-    _, run_id = _make_run(shared_store, "KILLED")
+    _, run_id = make_run(shared_store, "KILLED")
     cfg = compose_cfg(f"+resume={run_id}", f"tracking.uri={shared_store}", "optimizer.lr=0.1")
     with pytest.raises(ConfigError, match=r"would change it: optimizer.lr=0.1\. Drop them"):
         resume.reopen(cfg, [f"+resume={run_id}", f"tracking.uri={shared_store}", "optimizer.lr=0.1",
@@ -137,7 +111,7 @@ def test_resume_refuses_overrides_that_would_change_the_run(shared_store):
 
 def test_a_checkpoint_of_another_architecture_is_refused_with_the_keys_named(fast_overrides, shared_store):
     cfg = compose_cfg(*fast_overrides)
-    client, run_id = _make_run(shared_store, "KILLED", config=cfg)
+    client, run_id = make_run(shared_store, "KILLED", config=cfg)
     other = torch.nn.Sequential(torch.nn.Linear(3, 2)).state_dict()
     checkpoints.atomic_save({"format": checkpoints.FORMAT, "model": other},
                               checkpoints.local_dir(client.get_run(run_id).info.artifact_uri)

@@ -4,6 +4,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import compose_cfg
+from tests.helpers.runs import CURVES
+from tl.tracking.readback import history
 from tl.train import train
 
 
@@ -12,10 +14,6 @@ def only_run(store):
     runs = client.search_runs([client.get_experiment_by_name("tl").experiment_id])
     assert len(runs) == 1
     return client, runs[0]
-
-
-def history(client, run_id, key):
-    return [(m.step, m.value) for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
 
 
 def test_a_run_logs_params_tags_curves_and_artifacts(fast_overrides, store):
@@ -27,7 +25,7 @@ def test_a_run_logs_params_tags_curves_and_artifacts(fast_overrides, store):
     assert p["runtime.precision"] in ("fp32", "bf16") and "runtime.cpu" in p
     assert int(p["params.trainable"]) == 512 * 2 + 2 and int(p["params.frozen"]) > 10_000_000
     assert t["tl.model"] == "resnet18" and t["tl.strategy"] == "freeze" and "tl.git_commit" in t
-    for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_seconds", "features_per_second"):
+    for key in (*CURVES, "epoch_seconds", "features_per_second"):
         assert [s for s, _ in history(client, run.info.run_id, key)] == [1, 2], key
     assert m["best_val_acc"] == pytest.approx(best)
     assert best == max(v for _, v in history(client, run.info.run_id, "val_acc"))

@@ -2,27 +2,17 @@
 answers as the slow ones, and reuse only what is still valid."""
 
 import torch
-from mlflow.tracking import MlflowClient
 
 from tests.conftest import compose_cfg, make_image_folder
+from tests.helpers.runs import runs
 from tl.data import decoded
 from tl.models import backbones
 from tl.runtime import probe
 from tl.runtime.machine import Runtime
+from tl.tracking.readback import history
 from tl.train import train
 from tl.training import features, strategies
 from tl.training.engine import Preprocess
-
-
-def runs(store):
-    client = MlflowClient(store)
-    found = client.search_runs([client.get_experiment_by_name("tl").experiment_id],
-                               order_by=["attributes.start_time ASC"])
-    return client, found
-
-
-def history(client, run, key):
-    return [m.value for m in sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)]
 
 
 def test_decoded_images_are_downscaled_once_and_never_upscaled(tmp_path):
@@ -61,7 +51,7 @@ def test_a_freeze_run_reuses_cached_features_and_gets_the_same_metrics(fast_over
     assert first.data.params["runtime.feature_cache"] == "miss"
     assert second.data.params["runtime.feature_cache"] == "hit"
     for key in ("train_loss", "val_loss", "val_acc"):
-        assert history(client, first, key) == history(client, second, key)
+        assert history(client, first.info.run_id, key) == history(client, second.info.run_id, key)
 
 
 def test_changed_data_invalidates_the_feature_cache(fast_overrides, tiny_data, store):

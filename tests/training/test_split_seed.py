@@ -5,7 +5,7 @@ own, and the run logs the split seed it used."""
 import pytest
 
 from tests.conftest import compose_cfg, make_image_folder
-from tests.training.test_resume import runs
+from tests.helpers.runs import runs
 from tl.errors import ConfigError
 from tl.train import train
 from tl.training import jobs, validate

@@ -6,33 +6,19 @@ once gives each run the picture a fresh drawing would."""
 import numpy as np
 import pytest
 import torch
-from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 from PIL import Image
 
 from tests.conftest import compose_cfg
-from tests.hooks import sigterm_after
+from tests.helpers.callbacks import sigterm_after
+from tests.helpers.runs import BATCHES_PER_EPOCH, CURVES, runs
 from tl.errors import ConfigError
 from tl.models import backbones, pristine
 from tl.runtime import parallel, signals
+from tl.tracking.readback import history
 from tl.train import train
 from tl.training import checkpoints, diagnostic_figures
 from tl.training.diagnostic_figures import FIGURES
-
-CURVES = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")
-BATCHES_PER_EPOCH = 4  # 16 training images, batch size 4
-
-
-def history(client, run_id, key):
-    return [(m.step, m.value) for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
-
-
-def all_runs(store):
-    client = MlflowClient(store)
-    found = client.search_runs([client.get_experiment_by_name("tl").experiment_id],
-                               order_by=["attributes.start_time ASC"])
-    return client, found
-
 
 def checkpoint_dir(client, run_id):
     return checkpoints.local_dir(client.get_run(run_id).info.artifact_uri) / checkpoints.FOLDER
@@ -47,7 +33,7 @@ def freeze(fast_overrides):
 def test_a_head_on_cached_features_checkpoints_only_the_head_and_what_identifies_the_backbone(freeze, store):
     with sigterm_after(BATCHES_PER_EPOCH * 2 + 1), pytest.raises(signals.Interrupted):
         train(compose_cfg(*freeze))
-    client, (run,) = all_runs(store)
+    client, (run,) = runs(store)
     last = checkpoints.read(checkpoint_dir(client, run.info.run_id) / "last.pt")
     assert last["model_scope"] == "head" and last["head_module"] == "fc"
     assert set(last["model"]) == {"fc.weight", "fc.bias"}
@@ -59,7 +45,7 @@ def test_a_killed_run_on_cached_features_resumes_to_the_metrics_of_an_uninterrup
     train(compose_cfg(*freeze))  # also fills the feature cache: both runs below read it
     with sigterm_after(BATCHES_PER_EPOCH * 2 + 1), pytest.raises(signals.Interrupted):
         train(compose_cfg(*freeze))
-    client, (reference, killed) = all_runs(store)
+    client, (reference, killed) = runs(store)
     assert [s for s, _ in history(client, killed.info.run_id, "val_acc")] == [1, 2]
     assert checkpoints.read(checkpoint_dir(client, killed.info.run_id) / "last.pt")["epoch"] == 2
     train(compose_cfg(f"+resume={killed.info.run_id}", f"tracking.uri={store}"))
@@ -71,7 +57,7 @@ def test_a_killed_run_on_cached_features_resumes_to_the_metrics_of_an_uninterrup
 def test_epochs_written_together_log_every_epoch_and_the_same_best_checkpoint(freeze, store):
     train(compose_cfg(*freeze, "tracking.flush_seconds=0"))  # a write per epoch
     train(compose_cfg(*freeze, "tracking.flush_seconds=3600"))  # one write at the end
-    client, (each, together) = all_runs(store)
+    client, (each, together) = runs(store)
     for key in (*CURVES, "epoch_seconds", "features_per_second"):
         steps = [s for s, _ in history(client, together.info.run_id, key)]
         assert steps == [1, 2, 3, 4], key
@@ -87,7 +73,7 @@ def test_epochs_written_together_log_every_epoch_and_the_same_best_checkpoint(fr
 def test_a_stop_while_epochs_wait_still_writes_every_finished_epoch(freeze, store):
     with sigterm_after(BATCHES_PER_EPOCH * 3 + 1), pytest.raises(signals.Interrupted):
         train(compose_cfg(*freeze, "tracking.flush_seconds=3600"))
-    client, (run,) = all_runs(store)
+    client, (run,) = runs(store)
     assert [s for s, _ in history(client, run.info.run_id, "train_loss")] == [1, 2, 3]
     assert checkpoints.read(checkpoint_dir(client, run.info.run_id) / "last.pt")["epoch"] == 3
 

@@ -4,12 +4,12 @@ depends on it: relabelling the test images changes the test metrics and nothing 
 import shutil
 
 import pytest
-from mlflow.tracking import MlflowClient
 
 from tests.conftest import compose_cfg, make_image_folder
+from tests.helpers.runs import CURVES, runs
+from tl.tracking.readback import history
 from tl.train import train
 
-CURVES = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")
 # Every batch kind a run can train and evaluate on.
 BATCH_KINDS = {
     "streamed images": ["strategy=finetune", "trainer.image_cache_mb=0"],
@@ -33,17 +33,6 @@ def overrides(root, store, *extra):
             f"tracking.uri={store}", *extra]
 
 
-def runs(store):
-    client = MlflowClient(store)
-    found = client.search_runs([client.get_experiment_by_name("tl").experiment_id],
-                               order_by=["attributes.start_time ASC"])
-    return client, found
-
-
-def history(client, run, key):
-    return [(m.step, m.value) for m in sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)]
-
-
 def swap_test_labels(root):
     test = root / "test"
     (test / "ants").rename(test / "tmp")
@@ -60,7 +49,7 @@ def test_relabelled_test_images_change_only_the_test_metrics(tmp_path, store, ki
     train(cfg)
     client, (a, b) = runs(store)
     for key in CURVES:
-        assert history(client, a, key) == history(client, b, key), key
+        assert history(client, a.info.run_id, key) == history(client, b.info.run_id, key), key
     for key in ("best_val_acc", "best_epoch"):
         assert a.data.metrics[key] == b.data.metrics[key], key
     # Two classes, every test label flipped: each right answer became a wrong one.
@@ -76,7 +65,7 @@ def test_a_run_with_a_test_split_logs_test_metrics_and_diagnostics_beside_val(tm
     client, (run,) = runs(store)
     m, p = run.data.metrics, run.data.params
     assert 0 <= m["test_acc"] <= 1 and m["test_loss"] > 0
-    assert history(client, run, "test_acc") == [(3, m["test_acc"])]  # once, at the end
+    assert history(client, run.info.run_id, "test_acc") == [(3, m["test_acc"])]  # once, at the end
     assert p["data.test_images"] == "10" and p["data.val_images"] == "8"
     names = {a.path for a in client.list_artifacts(run.info.run_id, "diagnostics")}
     assert {"diagnostics/confusion_matrix.csv", "diagnostics/per_class.json", "diagnostics/predictions.png",
@@ -98,10 +87,10 @@ def test_the_test_split_is_evaluated_on_the_checkpoint_val_selected(tmp_path, st
     train(compose_cfg(*overrides(root, store, "strategy=finetune", "optimizer.lr=0.5", "trainer.epochs=4")))
     client, (run,) = runs(store)
     m = run.data.metrics
-    val = dict(history(client, run, "val_acc"))
+    val = dict(history(client, run.info.run_id, "val_acc"))
     assert val[4] != m["best_val_acc"]  # else this test could not tell best from last
     assert m["test_acc"] == pytest.approx(m["best_val_acc"])
-    assert m["test_loss"] == pytest.approx(dict(history(client, run, "val_loss"))[int(m["best_epoch"])])
+    assert m["test_loss"] == pytest.approx(dict(history(client, run.info.run_id, "val_loss"))[int(m["best_epoch"])])
 
 
 def test_a_run_without_a_test_split_logs_no_test_metrics(tmp_path, store):

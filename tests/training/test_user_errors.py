@@ -1,39 +1,9 @@
 """A wrong config value or a wrong dataset is the user's to fix: `tl-train` says what is wrong
 in one line, without a traceback, and exits 2; the run still ends FAILED with the message."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import make_image_folder
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def tl_train(*args, cwd, full_error=False):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    env.pop("HYDRA_FULL_ERROR", None)
-    if full_error:
-        env["HYDRA_FULL_ERROR"] = "1"
-    return subprocess.run([sys.executable, "-m", "tl.train", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
-
-
-def base(tmp_path, store):
-    data = make_image_folder(tmp_path / "data", n_train=2, n_val=1)
-    return ["dataset=imagefolder", f"dataset.root={data}", "model=resnet18", "model.pretrained=false",
-            "model.input_size=32", "trainer.batch_size=2", f"tracking.uri={store}",
-            f"hydra.run.dir={tmp_path / 'out'}", f"hydra.sweep.dir={tmp_path / 'multirun'}"]
-
-
-def only_run(store):
-    client = MlflowClient(store)
-    runs = client.search_runs([client.get_experiment_by_name("tl").experiment_id])
-    assert len(runs) == 1
-    return runs[0]
+from tests.helpers.runs import base, only_run, tl_train
 
 
 def test_a_bad_config_value_is_one_line_exit_2_and_a_failed_run(tmp_path, store):

@@ -1,12 +1,18 @@
-"""Test-only: stop training with a real SIGTERM in the middle of an epoch, through tl's own
-signal handling. In-process with `sigterm_after`, or in one job of a sweep with the Hydra
-callback `SigtermMidEpoch` (`+hydra.callbacks.kill._target_=tests.hooks.SigtermMidEpoch`)."""
+"""Test-only Hydra callbacks, injected with `+hydra.callbacks.NAME._target_=tests.helpers.callbacks.X`:
+
+- `SigtermMidEpoch` stops one job with a real SIGTERM in the middle of an epoch, through tl's
+  own signal handling (`sigterm_after` does the same in-process);
+- `RemoveSweepDir` deletes the sweep folder as each job starts;
+- `StartAt` holds a run until a given wall-clock second.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
+import time
 
 import torch
 from hydra.experimental.callback import Callback
@@ -53,3 +59,22 @@ class SigtermMidEpoch(Callback):
         if self._handle is not None:
             self._handle.remove()
             self._handle = None
+
+
+class RemoveSweepDir(Callback):
+    """Delete the sweep folder as each job starts, as when it lived on a scratch disk that was
+    cleaned mid-sweep: jobs must still know their parent run."""
+
+    def on_job_start(self, config, **kwargs) -> None:
+        shutil.rmtree(config.hydra.sweep.dir, ignore_errors=True)
+
+
+class StartAt(Callback):
+    """Hold a run until the wall-clock second `at` begins: Hydra names the run's folder right
+    after `on_run_start`, so two runs held to one second get their folder names in it."""
+
+    def __init__(self, at: float):
+        self.at = float(at)
+
+    def on_run_start(self, config, **kwargs) -> None:
+        time.sleep(max(0.0, self.at - time.time()) + 0.05)

@@ -1,5 +1,5 @@
-"""Shared by the launcher tests: a real `mlflow server` on 127.0.0.1 for the whole session,
-sweeps started as real processes, and the processes a sweep left behind."""
+"""Shared by the launcher tests: sweeps started as real processes logging to a served store,
+waiting on what they log, and the processes a sweep left behind."""
 
 from __future__ import annotations
 
@@ -10,27 +10,17 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
 from tests.conftest import make_image_folder
-from tests.servers import plain_mlflow_server
-from tests.tracking.test_server import api, fetch, search, tags
+from tests.helpers.rest import experiment, history, search
 
-ROOT = Path(__file__).resolve().parent.parent
-CURVES = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")
+ROOT = Path(__file__).resolve().parents[2]
 # Local Ray with the machine's 2 cores and a small object store; no dashboard processes.
 RAY = ["hydra/launcher=ray", "+hydra.launcher.ray.init.num_cpus=2",
        "+hydra.launcher.ray.init.include_dashboard=false",
        "+hydra.launcher.ray.init.object_store_memory=80000000"]
-
-
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory):
-    """A plain tracking server (SQLite, served artifacts) that every launcher test logs to."""
-    with plain_mlflow_server(tmp_path_factory.mktemp("launcher_server")) as s:
-        yield s
 
 
 def tl_env(mark: str | None = None) -> dict:
@@ -61,36 +51,6 @@ def start_tl(*args, cwd, mark):
     log = open(Path(cwd) / "sweep.log", "w")
     return subprocess.Popen([sys.executable, "-m", "tl.train", *args], cwd=cwd, env=tl_env(mark),
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def experiment(server, name: str) -> str:
-    return api(server, "/api/2.0/mlflow/experiments/get-by-name", experiment_name=name)["experiment"]["experiment_id"]
-
-
-def sweep_runs(server, name: str):
-    """The experiment's one sweep parent and its children, over REST."""
-    exp_id = experiment(server, name)
-    (parent,) = search(server, exp_id, "tags.`tl.role` = 'sweep'")
-    kids = search(server, exp_id, f"tags.`mlflow.parentRunId` = '{parent['info']['run_id']}'")
-    everything = search(server, exp_id, "")
-    return SimpleNamespace(experiment_id=exp_id, parent=parent, kids=kids, all=everything)
-
-
-def history(server, run_id: str, key: str) -> list[tuple[int, float]]:
-    metrics = api(server, "/api/2.0/mlflow/metrics/get-history", run_id=run_id, metric_key=key)
-    return sorted((m["step"], m["value"]) for m in metrics.get("metrics", []))
-
-
-def fetch_artifact(server, run_id: str, path: str) -> str:
-    return fetch(server, "/get-artifact", path=path, run_uuid=run_id).decode()
-
-
-def params(run: dict) -> dict[str, str]:
-    return {p["key"]: p["value"] for p in run["data"].get("params", [])}
-
-
-def metrics(run: dict) -> dict[str, float]:
-    return {m["key"]: m["value"] for m in run["data"].get("metrics", [])}
 
 
 def wait_for(predicate, timeout: float, what: str, proc=None):
@@ -151,6 +111,3 @@ def data_folder(root: Path, slow: bool = False) -> Path:
     if slow:
         return make_image_folder(root, n_train=40, n_val=8, size=40)
     return make_image_folder(root)
-
-
-__all__ = ["mlflow_server", "tags"]

@@ -1,4 +1,4 @@
-"""Test-only: `python -m tests.training.faults OVERRIDES...` runs `tl.train` as `tl-train` does,
+"""Test-only: `python -m tests.helpers.faults OVERRIDES...` runs `tl.train` as `tl-train` does,
 with faults injected from the environment:
 
 - `TL_TEST_KILL_BEFORE=WRITE:EPOCH` SIGKILLs the process just before that write of an epoch's
@@ -6,6 +6,8 @@ with faults injected from the environment:
 - `TL_TEST_WRITES=PATH` appends each commit write, as `WRITE:EPOCH`, to PATH as it happens;
 - `TL_TEST_READONLY_STORE=1` opens every SQLite database read-only, as on a read-only folder
   (a test running as root cannot make one with file modes).
+
+`faulty_run` starts it, in its own process, for a test.
 """
 
 from __future__ import annotations
@@ -15,7 +17,28 @@ import os
 import signal
 import sqlite3
 import sqlite3.dbapi2
+import subprocess
 import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def recipe(data: Path, uri: str) -> list[str]:
+    """The run the commit tests kill and resume: 2 epochs from scratch in fp32, the lr changing each epoch."""
+    return ["dataset=imagefolder", f"dataset.root={data}", "model=resnet18", "model.pretrained=false",
+            "model.input_size=32", "trainer.batch_size=4", "trainer.num_workers=0", "trainer.epochs=2",
+            "trainer.precision=fp32", "scheduler=step", "scheduler.decay_epochs=1", f"tracking.uri={uri}"]
+
+
+def faulty_run(tmp: Path, overrides: list[str], **env) -> subprocess.CompletedProcess:
+    """`tl-train` in its own process, with this module injecting `env`'s faults."""
+    full_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+                "TL_TEST_WRITES": str(tmp / "writes.txt"), **env}
+    full_env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run([sys.executable, "-m", "tests.helpers.faults", *overrides,
+                           f"hydra.run.dir={tmp / 'out'}"], cwd=tmp, env=full_env, capture_output=True,
+                          text=True, timeout=900)
 
 
 def _record(point: str) -> None:
