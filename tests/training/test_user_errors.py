@@ -40,9 +40,18 @@ def test_hydra_full_error_still_shows_the_traceback(tmp_path, store):
 
 
 def test_in_a_sweep_the_job_fails_and_the_sweep_exits_1(tmp_path, store):
-    out = tl_train("-m", *base(tmp_path, store), "trainer.epochs=0", cwd=tmp_path)
+    # A bad config value is refused before any job starts (tests/sweeps/test_preflight.py); a
+    # folder that is gone shows only when the job reads its data.
+    overrides = [o for o in base(tmp_path, store) if not o.startswith("dataset.root=")]
+    out = tl_train("-m", *overrides, f"dataset.root={tmp_path / 'gone'}", "trainer.epochs=1", cwd=tmp_path)
     assert out.returncode == 1, out.stderr[-2000:]
     client = MlflowClient(store)
     runs = client.search_runs([client.get_experiment_by_name("tl").experiment_id])
     (job,) = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert job.info.status == "FAILED" and "trainer.epochs=0" in job.data.tags["tl.error"]
+    assert job.info.status == "FAILED" and "does not exist" in job.data.tags["tl.error"]
+
+
+def test_in_a_sweep_a_bad_config_value_starts_no_job_and_exits_2(tmp_path, store):
+    out = tl_train("-m", *base(tmp_path, store), "trainer.epochs=0", cwd=tmp_path)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "trainer.epochs=0" in out.stderr and "Traceback" not in out.stderr
