@@ -28,7 +28,7 @@ tutorial: install
 ui: install
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --host 127.0.0.1 --port 5000
 
-# The team's MLflow server from conf/server/team.yaml (README: "A team MLflow server"), e.g.
+# The team's MLflow server from conf/server/team.yaml (docs/clusters-and-server.md, "A team MLflow server"), e.g.
 #   MLFLOW_AUTH_ADMIN_PASSWORD=... make server ARGS="port=5001"
 server: install
 	$(BIN)/python -m tl server $(ARGS)

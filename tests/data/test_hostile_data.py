@@ -1,4 +1,4 @@
-"""Hostile datasets: one test per row of the README's table. Each case has a defined outcome:
+"""Hostile datasets: one test per row of the table in docs/images.md. Each case has a defined outcome:
 the image loads correctly, the file is skipped with a warning that names it and a logged count,
 or the run stops with an error that says what to fix."""
 

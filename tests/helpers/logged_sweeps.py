@@ -1,5 +1,5 @@
 """Sweeps written straight into a real MLflow store with the tags, params and metrics a tl run
-logs (README "What a run logs"), for tests of what reads them back: seconds instead of training."""
+logs (docs/run-record.md), for tests of what reads them back: seconds instead of training."""
 
 from __future__ import annotations
 

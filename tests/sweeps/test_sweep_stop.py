@@ -78,7 +78,7 @@ def test_sigterm_to_the_launcher_stops_every_job_and_ends_every_run_killed(mlflo
 
     # No queued job started after the signal: every run that exists began before it, and no
     # stopped run logged an epoch past the one in progress.
-    # Known gap on Ray (README, Teams and clusters): `ray.cancel` may not reach a task's training
+    # Known gap on Ray (docs/clusters-and-server.md): `ray.cancel` may not reach a task's training
     # loop, which then trains on until the stop's grace period kills it; the run still ends KILLED.
     for kid in stopped if launcher != "ray" else []:
         logged = len(history(mlflow_server, kid["info"]["run_id"], "val_acc"))

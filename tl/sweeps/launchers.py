@@ -85,7 +85,7 @@ def check_store(config: DictConfig, uri: str) -> None:
     raise ConfigError(
         f"hydra/launcher={k} runs each job in a process of its own, possibly on another machine, "
         f"which cannot be trusted to write the embedded store {uri}. Log to a tracking server "
-        "instead: tracking.uri=http://HOST:PORT (README: Teams and clusters). If every job runs "
+        "instead: tracking.uri=http://HOST:PORT (docs/clusters-and-server.md). If every job runs "
         "on this host, or the store's folder is on a filesystem that every node mounts at the same "
         "path, say so with tracking.shared_filesystem=true.")
 

@@ -1,5 +1,5 @@
 """Links into MLflow's UI that open what they name, checked against MLflow 3.17's UI in a
-real browser (tests/test_links_browser.py).
+real browser (tests/tracking/test_links_browser.py).
 
 - runs: the experiment's runs table in the model-training view (MLflow 3 otherwise opens an
   experiment in GenAI mode).

@@ -74,8 +74,8 @@ def refused_login(uri: str, status: int) -> ServerError:
 
 def denied(uri: str, what: str) -> ServerError:
     return ServerError(f"the MLflow server at {uri} denied {_who(uri)} {what} (HTTP 403): ask the server's "
-                       "admin for EDIT permission on it (README: 'A team MLflow server'), or log to "
-                       "another experiment with tracking.experiment=NAME")
+                       "admin for EDIT permission on it (docs/clusters-and-server.md, 'A team MLflow server'), "
+                       "or log to another experiment with tracking.experiment=NAME")
 
 
 def check_server(uri: str) -> None:

@@ -192,7 +192,7 @@ def connect_hint(cfg: DictConfig) -> str:
                   "Users connect with:",
                   "  export MLFLOW_TRACKING_USERNAME=<user> MLFLOW_TRACKING_PASSWORD=<password>",
                   f"  tl-train tracking.uri={url} ...",
-                  "The admin adds users and grants (see README, 'A team MLflow server'):",
+                  "The admin adds users and grants (see docs/clusters-and-server.md, 'A team MLflow server'):",
                   f"  python -c \"import mlflow.server as s; c = s.get_app_client('basic-auth', '{url}'); "
                   "c.create_user('alice', '...')\""]
     else:
