@@ -141,7 +141,7 @@ def test_a_killed_run_counts_the_seconds_of_every_process_it_ran_in(tmp_path, re
     monkeypatch.setattr(cost, "process_start", lambda: __import__("time").perf_counter())
     slow_epoch = engine.train_one_epoch
 
-    def slow(*args, **kwargs):  # the first process's epoch 1 takes 5 s more (training, so train_seconds too)
+    def slow(*args, **kwargs):  # the first process spends 5 s more before its epoch 1 trains
         __import__("time").sleep(5)
         return slow_epoch(*args, **kwargs)
 
@@ -154,7 +154,7 @@ def test_a_killed_run_counts_the_seconds_of_every_process_it_ran_in(tmp_path, re
     assert saved["total_seconds"] >= 5
     train(compose_cfg(f"+resume={run.info.run_id}", f"tracking.uri={uri}"))
     metrics = client.get_run(run.info.run_id).data.metrics
-    assert metrics["train_seconds"] >= 5
+    assert metrics["total_seconds"] >= 5  # the first process's share, which no epoch timed
     assert metrics["total_seconds"] >= metrics["train_seconds"]
     assert metrics["total_seconds"] >= saved["total_seconds"]
 

@@ -4,6 +4,7 @@ depends on it: relabelling the test images changes the test metrics and nothing 
 import shutil
 
 import pytest
+from mlflow.tracking import MlflowClient
 
 from tests.conftest import compose_cfg, make_image_folder
 from tests.helpers.runs import CURVES, runs
@@ -83,12 +84,20 @@ def test_a_run_with_a_test_split_logs_test_metrics_and_diagnostics_beside_val(tm
 def test_the_test_split_is_evaluated_on_the_checkpoint_val_selected(tmp_path, store):
     root = make_image_folder(tmp_path / "data", n_train=8, n_val=4)
     shutil.copytree(root / "val", root / "test")  # test = val: the val-selected model scores best_val_acc
-    # A learning rate that overshoots: the last epoch is not the best one.
-    train(compose_cfg(*overrides(root, store, "strategy=finetune", "optimizer.lr=0.5", "trainer.epochs=4")))
-    client, (run,) = runs(store)
-    m = run.data.metrics
-    val = dict(history(client, run.info.run_id, "val_acc"))
-    assert val[4] != m["best_val_acc"]  # else this test could not tell best from last
+    # A learning rate that overshoots, so the last epoch is not the best one. Where a curve
+    # comes out so on a CPU's numerics varies: the first of a few rates and seeds that does is
+    # the run under test (at least one must, or the test could not tell best from last).
+    client = MlflowClient(store)
+    for lr, seed in [(0.5, 42), (0.2, 42), (0.05, 1), (0.02, 2)]:
+        train(compose_cfg(*overrides(root, store, "strategy=finetune", "model.name=resnet10t", f"optimizer.lr={lr}",
+                                     f"trainer.seed={seed}", "trainer.epochs=4", "trainer.batch_size=2")))
+        run = client.search_runs([client.get_experiment_by_name("tl").experiment_id],
+                                 order_by=["attributes.start_time DESC"], max_results=1)[0]
+        m = run.data.metrics
+        val = dict(history(client, run.info.run_id, "val_acc"))
+        if val[4] != m["best_val_acc"]:
+            break
+    assert val[4] != m["best_val_acc"], "no run whose last epoch is not its best"
     assert m["test_acc"] == pytest.approx(m["best_val_acc"])
     assert m["test_loss"] == pytest.approx(dict(history(client, run.info.run_id, "val_loss"))[int(m["best_epoch"])])
 
