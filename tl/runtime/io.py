@@ -12,11 +12,13 @@ from typing import IO
 import torch
 
 
-def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+def atomic_write(path: Path, write: Callable[[IO[bytes]], None], writer: str = "") -> None:
     """`write(f)` into a temp file beside `path`, synced, then renamed over it: a kill mid-write
-    leaves the previous file (or none), never a torn one."""
+    leaves the previous file (or none), never a torn one. `writer` goes into the temp file's
+    name, for whoever cleans up after a writer that died."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{writer + '.' if writer else ''}",
+                               suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)

@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import socket
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,7 +35,7 @@ from tl.data import checks, datasets
 from tl.data.transforms import val_transform
 from tl.models import backbones
 from tl.models.backbones import Backbone
-from tl.runtime import seeding
+from tl.runtime import io, seeding
 from tl.runtime.io import load_tensors
 from tl.runtime.paths import resolve
 from tl.runtime.precision import autocast
@@ -121,17 +120,7 @@ def load(path: Path) -> Features | None:
 def save(path: Path, feats: Features) -> None:
     """Written to a temp file named for its writer (host, pid), then renamed over `path`:
     readers never see half a file, and a later run can tell a dead writer's leftovers."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_writer()}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(asdict(feats), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    io.atomic_write(path, lambda f: torch.save(asdict(feats), f), writer=_writer())
 
 
 def _writer() -> str:
