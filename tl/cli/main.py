@@ -9,8 +9,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tl.cli import runs
-from tl.errors import TLError
+from tl.runtime import wait_policy
+
+wait_policy.apply()  # as tl-train's entry: `tl rank` loads torch in this process
+
+from tl.cli import runs  # noqa: E402
+from tl.errors import TLError  # noqa: E402
 
 URI_HELP = "MLflow tracking URI (default: the project's store, sqlite:///<repo>/mlruns/mlflow.db)"
 
