@@ -162,8 +162,25 @@ def test_strategies_at_one_shared_lr_are_called_a_comparison_of_recipes():
     assert ("Strategies share optimizer.lr=0.01: their comparison is a comparison of recipes (each strategy at "
             "that one learning rate, not at its best); sweep optimizer.lr per strategy to compare the "
             "strategies themselves.") in verdict_of(rows)
-    rows = seeds("finetune", [0.9, 0.91], lr="0.01") + seeds("freeze", [0.8, 0.81], lr="0.1")
-    assert not any("recipes" in x for x in verdict_of(rows))
+
+
+def test_strategies_swept_at_their_own_rates_by_hand_are_named_with_their_recipe_and_not_tuned():
+    rows = (seeds("finetune", [0.9, 0.91], lr="0.01", epochs=6)
+            + seeds("freeze", [0.8, 0.81], lr="0.1", weight_decay="0.0005", epochs=6))
+    (line,) = [x for x in verdict_of(rows) if "recipe" in x.lower()]
+    assert line == ("Recipes as swept, not tuned per strategy (each strategy's best group): lite0 + finetune at "
+                    "lr=0.01, 6 epochs; lite0 + freeze at lr=0.1, wd=0.0005, 6 epochs. tl answer tunes each "
+                    "strategy's rate on val before comparing.")
+
+
+def test_a_tl_answers_finalists_are_named_with_the_recipe_it_tuned_for_each():
+    how = {"finetune": "tuned: the best of 2 learning rates by val acc, successive halving at epochs 1, 3, 6",
+           "freeze": "tuned: the best of 6 head settings (lr x weight decay) by val acc in the screen"}
+    rows = [r for s, accs, lr in (("finetune", [0.9, 0.91], "0.008"), ("freeze", [0.8, 0.81], "0.2"))
+            for r in seeds(s, accs, lr=lr, weight_decay="0", epochs=6, tuned=how[s])]
+    (line,) = [x for x in verdict_of(rows) if "recipe" in x.lower()]
+    assert line == ("Recipes as tl answer chose them, each strategy's own: lite0 + finetune at lr=0.008, 6 epochs "
+                    f"({how['finetune']}); lite0 + freeze at lr=0.2, 6 epochs ({how['freeze']}).")
 
 
 def test_the_whole_answer_is_one_call_for_a_sweeps_parent_run(store, tmp_path):

@@ -12,6 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import make_image_folder
+from tl.tracking.runs import TUNED_TAG
 from tl.training import rungs
 
 pytestmark = pytest.mark.slow
@@ -85,6 +86,16 @@ def test_the_basic_launcher_runs_screen_race_and_confirm_under_one_parent(basic)
     confirmed = children(found, confirm.info.run_id)
     assert len(confirmed) == 3 and all(r.info.status == "FINISHED" for r in confirmed)
     assert {r.data.params["trainer.seed"] for r in confirmed} == {"42", "43", "44"}
+
+
+def test_the_verdict_names_the_recipe_each_confirmed_strategy_ran_and_how_it_was_tuned(basic):
+    root, out, client, found, parent = basic
+    (confirm,) = [r for r in found if r.info.run_name == "answer confirm"]
+    tuned = {client.get_run(r.info.run_id).data.tags.get(TUNED_TAG) for r in children(found, confirm.info.run_id)}
+    (how,) = tuned
+    assert how.startswith(("tuned: the best of 2 learning rates", "not tuned: its grid has one head setting"))
+    (line,) = [x for x in out.stdout.splitlines() if "Recipes as tl answer chose them" in x]
+    assert "resnet18" in line and "lr=0." in line and "2 epochs" in line and how in line
 
 
 def test_only_confirmed_runs_are_evaluated_on_test(basic):

@@ -49,11 +49,15 @@ class FakeRunner:
                 out.append(Outcome(job, rid, False, error="ConfigError: broken recipe"))
                 continue
             self.epochs[rid] = job.stop_after
-            acc = min(0.99, 0.5 + 0.05 * job.stop_after + 0.01 / job.recipe.lr * 0.01 + (0.1 if job.recipe.model == "a" else 0))
+            acc = self.acc(job.recipe, job.stop_after, job.seed)
+            heads = {r: (self.acc(r, job.stop_after, job.seed), 0.5) for r in job.grid}
             out.append(Outcome(job, rid, True, acc, job.stop_after, job.stop_after * EPOCH_SECONDS[job.recipe.strategy],
                                n_val=100, test_acc=acc - 0.01 if job.test else None,
-                               curve=[(e, acc) for e in range(1, job.stop_after + 1)]))
+                               curve=[(e, acc) for e in range(1, job.stop_after + 1)], heads=heads))
         return out
+
+    def acc(self, recipe, epochs, seed):
+        return min(0.99, 0.5 + 0.05 * epochs + 0.01 / recipe.lr * 0.01 + (0.1 if recipe.model == "a" else 0))
 
     def note(self, outcome, reason):
         self.notes[outcome.run_id] = reason
@@ -138,6 +142,39 @@ def test_finalists_are_the_best_those_whose_interval_reaches_it_and_the_cheapest
     race.rates.epoch = {("a", "finetune"): 20.0, ("a", "partial_freeze"): 10.0, ("a", "freeze"): 0.1}
     chosen = race.finalists([far, cheap, close, best])
     assert chosen[0] is best and close in chosen and cheap in chosen and far not in chosen
+
+
+class NoisyHeads(FakeRunner):
+    """Head settings whose val acc depends on the seed: lr 0.1 is best on seed 0 alone, lr 0.03
+    on average; at equal mean val acc the lower val loss wins."""
+
+    VAL = {0.1: {0: 0.95, 1: 0.70, 2: 0.70}, 0.03: {0: 0.90, 1: 0.85, 2: 0.85}}
+
+    def acc(self, recipe, epochs, seed):
+        if recipe.strategy == "freeze" and seed is not None:
+            return self.VAL[recipe.lr][seed]
+        return super().acc(recipe, epochs, seed)
+
+
+def test_the_screen_trains_each_backbones_head_grid_once_per_seed_and_picks_by_mean_val_acc():
+    clock = FakeClock()
+    runner = NoisyHeads(clock)
+    race = Race(settings(strategies=["freeze"]), RECIPES, runner, budgets.Budget(10_000, clock), say=lambda _: None)
+    race.screen()
+    screen = [j for j in runner.launched if j.stage == "screen"]
+    assert len(screen) == 2 * 3, "one run per backbone and seed, however many head settings"
+    assert all({r.lr for r in j.grid} == {0.1, 0.03} for j in screen)
+    assert race.answer.screen["a"]["probe_lr"] == 0.03 and race.answer.screen["a"]["probe"] == pytest.approx(0.8667, abs=1e-4)
+
+
+def test_between_head_settings_equally_accurate_on_val_the_lower_val_loss_wins():
+    from tl.answer.race import Job, best_head
+    from tl.answer.space import Recipe
+
+    def o(lr, acc, loss):
+        return Outcome(Job("screen", Recipe("a", "freeze", lr), 6, 6), "r", True, acc, 6, 1.0, val_loss=loss)
+
+    assert best_head([o(0.2, 0.8, 9.0), o(0.01, 0.8, 0.4), o(0.05, 0.7, 0.1)]).job.recipe.lr == 0.01
 
 
 def test_a_rung_cut_short_by_the_budget_has_tried_every_strategy_first():

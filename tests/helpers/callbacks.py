@@ -14,23 +14,14 @@ import shutil
 import signal
 import time
 
-import torch
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
+from tl.bench.trials import at_training_batch
+
 
 def _install(batches: int):
-    count = 0
-
-    def hook(module, args, output):
-        nonlocal count
-        # The loss module runs once per training batch with grad, and per eval batch without.
-        if isinstance(module, torch.nn.CrossEntropyLoss) and torch.is_grad_enabled():
-            count += 1
-            if count == batches:
-                os.kill(os.getpid(), signal.SIGTERM)
-
-    return torch.nn.modules.module.register_module_forward_hook(hook)
+    return at_training_batch(batches, lambda: os.kill(os.getpid(), signal.SIGTERM))
 
 
 @contextlib.contextmanager

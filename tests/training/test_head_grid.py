@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 from torch import nn
 
-from tests.conftest import compose_cfg
+from tests.conftest import compose_cfg, make_image_folder
 from tl.errors import ConfigError
 from tl.runtime.machine import Runtime
 from tl.train import train
@@ -122,3 +122,15 @@ def test_a_freeze_run_with_a_grid_logs_the_table_and_reports_its_best_head(fast_
 def test_a_grid_on_a_strategy_without_cached_features_is_refused_with_the_fix(fast_overrides):
     with pytest.raises(ConfigError, match="strategy=freeze"):
         train(compose_cfg(*fast_overrides, "strategy=finetune", "+head_grid.lrs=[0.01]"))
+
+
+@pytest.mark.parametrize("evaluate_test", [True, False])
+def test_a_grid_run_evaluates_its_best_head_on_test_only_when_asked(fast_overrides, store, tmp_path, evaluate_test):
+    root = make_image_folder(tmp_path / "data")
+    make_image_folder(tmp_path / "extra", n_train=1, n_val=4, seed=1)
+    (tmp_path / "extra" / "val").rename(root / "test")
+    overrides = [o for o in fast_overrides if not o.startswith("dataset.root=")]
+    result = train(compose_cfg(*overrides, f"dataset.root={root}", "strategy=freeze", "+head_grid.lrs=[0.01,0.1]",
+                               f"trainer.evaluate_test={str(evaluate_test).lower()}"))
+    metrics = MlflowClient(store).get_run(result.run_id).data.metrics
+    assert ("test_acc" in metrics) is evaluate_test and (result.test_acc is not None) is evaluate_test

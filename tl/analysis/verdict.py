@@ -114,15 +114,38 @@ def noise(ds: Dataset) -> str | None:
             "more test images, or splits resampled with the seed (dataset.split_seed=${trainer.seed}), do.")
 
 
+def _values(rows, key: str) -> str:
+    values = list(dict.fromkeys(getattr(r, key) for r in rows if getattr(r, key) is not None))
+    return "/".join(str(v) for v in values)
+
+
+def recipe(g: Group) -> str:
+    """At which learning rate (weight decay where not 0) and schedule length a group ran."""
+    lr, wd, epochs = _values(g.rows, "lr"), _values(g.rows, "weight_decay"), _values(g.rows, "epochs")
+    parts = [f"lr={lr}" if lr else "", f"wd={wd}" if wd and any(float(v) for v in wd.split("/")) else "",
+             f"{epochs} epochs" if epochs else ""]
+    return ", ".join(p for p in parts if p)
+
+
 def recipes(ds: Dataset) -> str | None:
-    """Strategies swept at one shared learning rate compare recipes, not strategies."""
-    strategies = {g.strategy for g in ds.groups}
-    lrs = {r.lr for g in ds.groups for r in g.rows}
-    if len(strategies) < 2 or len(lrs) != 1 or None in lrs:
+    """The recipe each strategy ran at and whether it was tuned: strategies swept at one shared
+    learning rate compare recipes, not strategies; a tl answer's finalists were each tuned."""
+    if ds.groups and all(r.tuned for g in ds.groups for r in g.rows):
+        return ("Recipes as tl answer chose them, each strategy's own: "
+                + "; ".join(f"{g.label} at {recipe(g)} ({g.rows[0].tuned})" for g in ds.groups) + ".")
+    if len({g.strategy for g in ds.groups}) < 2:
         return None
-    return (f"Strategies share optimizer.lr={lrs.pop()}: their comparison is a comparison of recipes (each "
-            "strategy at that one learning rate, not at its best); sweep optimizer.lr per strategy to compare "
-            "the strategies themselves.")
+    lrs = {r.lr for g in ds.groups for r in g.rows}
+    if lrs == {None}:
+        return None  # runs logged without their optimizer: nothing to say of their recipes
+    if len(lrs) == 1:
+        return (f"Strategies share optimizer.lr={lrs.pop()}: their comparison is a comparison of recipes (each "
+                "strategy at that one learning rate, not at its best); sweep optimizer.lr per strategy to compare "
+                "the strategies themselves.")
+    best = [next(g for g in ds.groups if g.strategy == s) for s in dict.fromkeys(g.strategy for g in ds.groups)]
+    return ("Recipes as swept, not tuned per strategy (each strategy's best group): "
+            + "; ".join(f"{g.label} at {recipe(g)}" for g in best)
+            + ". tl answer tunes each strategy's rate on val before comparing.")
 
 
 def _failed(ds: Dataset) -> str | None:

@@ -62,6 +62,9 @@ class Rates:
             return self.train_factor * self.frozen_pass[model]
         return max(same) if same else max(self.epoch.values(), default=30.0)
 
+    def measured(self, model: str, strategy: str) -> bool:
+        return (model, strategy) in self.epoch
+
     def run_seconds(self, model: str, strategy: str, epochs: int) -> float:
         return self.overhead + epochs * self.epoch_seconds(model, strategy)
 

@@ -11,6 +11,7 @@ moves under this sweep's parent (the earlier parent is tagged `tl.answer.resumed
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from omegaconf import DictConfig
@@ -19,7 +20,8 @@ from tl.answer.race import Job, Outcome
 from tl.errors import ConfigError
 from tl.sweeps import sweep
 from tl.tracking import store
-from tl.training import resume, rungs
+from tl.tracking.runs import TUNED_TAG
+from tl.training import head_grid, resume, rungs
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +58,39 @@ def run_name(job: Job) -> str:
     """A screen or race trial's name: its stage and recipe, without spaces or quotes (`tl compare`
     reads a run's overrides split on spaces)."""
     r = job.recipe
+    if job.grid:
+        return f"answer-{job.stage}-{r.model}-{r.strategy}-grid{len(job.grid)}-seed{job.seed}"
     wd = f"-wd{r.weight_decay:g}" if r.weight_decay else ""
     return f"answer-{job.stage}-{r.model}-{r.strategy}-lr{r.lr:g}{wd}"
+
+
+def _grid_axes(job: Job) -> tuple[list[float], list[float]]:
+    """A screen job's learning rates and weight decays, in the order `head_grid.settings` pairs them."""
+    return (list(dict.fromkeys(r.lr for r in job.grid)), list(dict.fromkeys(r.weight_decay for r in job.grid)))
+
+
+def _grid_overrides(job: Job) -> list[str]:
+    lrs, wds = _grid_axes(job)
+    return [f"+head_grid.lrs=[{','.join(f'{v:g}' for v in lrs)}]",
+            f"+head_grid.wds=[{','.join(f'{v:g}' for v in wds)}]"]
 
 
 def _unordered(overrides: list[str]) -> str:
     """Overrides as a key that does not depend on their order (`tl answer` and `tl-train -m`
     write the same sweep's in different orders)."""
     return " ".join(sorted(overrides))
+
+
+def _heads(job: Job, metrics: dict) -> dict:
+    """Each head setting of a screen job's run: (best val acc, val loss at that epoch), from the
+    per-head metrics `tl.training.head_grid` logs in its grid's order."""
+    lrs, wds = _grid_axes(job)
+    recipes = {(r.lr, r.weight_decay): r for r in job.grid}
+    out = {}
+    for i, pair in enumerate(head_grid.settings(lrs, wds)):
+        if pair in recipes and f"grid.{i}.best_val_acc" in metrics:
+            out[recipes[pair]] = (metrics[f"grid.{i}.best_val_acc"], metrics.get(f"grid.{i}.best_val_loss"))
+    return out
 
 
 class HydraRunner:
@@ -117,7 +144,8 @@ class HydraRunner:
         """A new job's overrides as its run records them (its `tl.overrides` tag, by which it is
         found again). Confirmed runs carry no name of their own: a recipe's seeds must differ in
         `trainer.seed` alone for `tl compare` to group them."""
-        out = [*self.fixed, *job.recipe.overrides(), f"trainer.epochs={job.epochs}"]
+        out = [*self.fixed, *job.recipe.overrides(), *(_grid_overrides(job) if job.grid else []),
+               f"trainer.epochs={job.epochs}"]
         if job.stage != "confirm":
             out.append(f"tracking.run_name={run_name(job)}")
         if job.stop_after < job.epochs:
@@ -156,6 +184,9 @@ class HydraRunner:
             sweep.launched(-uncounted)
             for (i, job), ret in zip(todo, returns):
                 ready[i] = self._outcome(job, ret)
+        for i, job in enumerate(jobs):
+            if job.tuned and ready[i].run_id:
+                self.client.set_tag(ready[i].run_id, TUNED_TAG, job.tuned)
         return [ready[i] for i in range(len(jobs))]
 
     def _outcome(self, job: Job, ret) -> Outcome:
@@ -192,7 +223,8 @@ class HydraRunner:
         return Outcome(job, rid, ok, max(upto) if upto else None, max((s for s, _ in curve), default=0),
                        seconds[-1][1] if seconds else 0.0, int(n_val) if n_val.isdigit() else 0,
                        run.data.metrics.get("test_acc") if job.test else None,
-                       "" if ok else run.data.tags.get("tl.error", run.info.status), curve)
+                       "" if ok else run.data.tags.get("tl.error", run.info.status), curve,
+                       heads=_heads(job, run.data.metrics) if job.grid else {})
 
     def note(self, outcome: Outcome, reason: str) -> None:
         if outcome is not None and outcome.run_id:
@@ -260,4 +292,4 @@ class HydraRunner:
             return job, done
         if run.info.status == "RUNNING" or done.epochs == 0:
             return job, None  # never trained an epoch, or another process holds it: start anew
-        return Job(job.stage, job.recipe, job.epochs, job.stop_after, job.seed, run.info.run_id, job.test), None
+        return dataclasses.replace(job, run_id=run.info.run_id), None

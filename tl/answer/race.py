@@ -33,6 +33,8 @@ class Job:
     seed: int | None = None
     run_id: str | None = None  # continue this run (a promoted trial) instead of starting one
     test: bool = False    # evaluate the test split at the end (confirmed runs only)
+    tuned: str = ""       # how the recipe was chosen (confirmed runs), tagged on the run
+    grid: tuple = ()      # a screen job: the head settings (Recipes) its one freeze run trains at once
 
 
 @dataclass
@@ -48,6 +50,8 @@ class Outcome:
     error: str = ""
     curve: list = field(default_factory=list)  # [(epoch, val_acc)]
     reused: bool = False          # found finished in the store (--resume), not launched
+    val_loss: float | None = None  # val loss at the best val epoch (the screen's tie-break)
+    heads: dict = field(default_factory=dict)  # a grid job's: Recipe -> (best val acc, val loss there)
 
 
 class Runner(Protocol):
@@ -84,7 +88,7 @@ class Stage:
 class Answer:
     settings: Settings
     screen: dict = field(default_factory=dict)   # model -> {logme, knn_acc, prior, probe, error, ...}
-    heads: list = field(default_factory=list)    # Outcome of each head-grid run
+    heads: list = field(default_factory=list)    # each head setting's Outcome, over the screen's seeds
     race: dict = field(default_factory=dict)     # Recipe -> [Outcome per rung]
     dropped: dict = field(default_factory=dict)  # Recipe -> why it stopped
     failed: list = field(default_factory=list)   # Outcome of every failed job
@@ -93,6 +97,15 @@ class Answer:
     not_tried: list = field(default_factory=list)  # "what: why"
     stages: list = field(default_factory=list)
     rungs: list = field(default_factory=list)
+
+
+def best_head(heads: list[Outcome]) -> Outcome | None:
+    """The head setting with the best mean val acc; among equals, the lowest val loss (a
+    head that is as accurate and less overconfident), then the first in the grid."""
+    ok = [o for o in heads if o.ok and o.val_acc is not None]
+    if not ok:
+        return None
+    return max(ok, key=lambda o: (round(o.val_acc, 9), -o.val_loss if o.val_loss is not None else float("-inf")))
 
 
 class Race:
@@ -112,14 +125,16 @@ class Race:
         p = max(1, self.runner.parallel)
         return sum(budgets.batch_wall([self._cost(j) for j in jobs[i:i + p]], p) for i in range(0, len(jobs), p))
 
-    def launch(self, jobs: list[Job], stage: Stage, reserve: float = 0.0) -> tuple[list[Outcome], list[Job]]:
+    def launch(self, jobs: list[Job], stage: Stage, reserve=None) -> tuple[list[Outcome], list[Job]]:
         """Run `jobs` in batches of the launcher's width while each batch's estimate fits in the
-        budget left (less `reserve`, kept for a later stage). Returns (outcomes, jobs not run)."""
+        budget left, less what `reserve(job)` keeps for a later stage (asked again before each
+        batch: it follows the rates as they are measured). Returns (outcomes, jobs not run)."""
         p, outcomes = max(1, self.runner.parallel), []
         for i in range(0, len(jobs), p):
             chunk = jobs[i:i + p]
             wall = budgets.batch_wall([self._cost(j) for j in chunk], p)
-            if wall > self.budget.left() - reserve:
+            keep = max((reserve(j) for j in chunk), default=0.0) if reserve else 0.0
+            if wall > self.budget.left() - keep:
                 return outcomes, jobs[i:]
             t0 = self.budget.clock()
             got = self.runner.run(chunk)
@@ -181,20 +196,41 @@ class Race:
         if space.HEAD not in s.strategies:
             return
         grid = space.head_grid(models, self.recipes, s.base_weight_decay)
-        jobs = [Job("screen", r, s.epochs, s.epochs) for r in grid]
-        stage = self._stage("screen", jobs, f"{len(jobs)} freeze run(s) tune the head's lr/weight decay "
-                                            "on cached features")
+        per_model = {m: tuple(r for r in grid if r.model == m) for m in models}
+        jobs = [Job("screen", heads[0], s.epochs, s.epochs, seed=seed, grid=heads)
+                for m, heads in per_model.items() for seed in s.seeds]
+        k = max(map(len, per_model.values()), default=0)
+        stage = self._stage("screen", jobs, f"the head's lr x weight decay ({k} settings) x {len(s.seeds)} seeds per "
+                                            "backbone: each seed one freeze run training every setting at once "
+                                            "on the cached features")
         outcomes, skipped = self.launch(jobs, stage)
         self._skipped(skipped, "the budget ran out in the screen")
-        self.answer.heads = outcomes
+        self.answer.heads = self._by_setting(outcomes)
         for m in models:
-            mine = [o for o in outcomes if o.ok and o.job.recipe.model == m and o.val_acc is not None]
-            if mine:
-                best = max(mine, key=lambda o: o.val_acc)
+            best = best_head([o for o in self.answer.heads if o.job.recipe.model == m])
+            if best is not None:
                 self.answer.screen[m]["probe"] = best.val_acc
                 self.answer.screen[m]["probe_lr"] = best.job.recipe.lr
 
-    def race(self, reserve: float) -> list[Outcome]:
+    def _by_setting(self, outcomes: list[Outcome]) -> list[Outcome]:
+        """Each head setting's outcome: its val acc and loss averaged over the seeds that ran it
+        (one seed's pick on a small val split is mostly noise), with the first seed's run."""
+        found: dict = {}
+        for o in outcomes:
+            if o.ok:
+                for recipe, (acc, loss) in o.heads.items():
+                    if acc is not None:
+                        found.setdefault(recipe, []).append((o, acc, loss))
+        out = []
+        for recipe, seen in found.items():
+            first = seen[0][0]
+            losses = [loss for _, _, loss in seen if loss is not None]
+            out.append(Outcome(Job("screen", recipe, first.job.epochs, first.job.stop_after), first.run_id, True,
+                               sum(acc for _, acc, _ in seen) / len(seen), first.epochs, first.train_seconds,
+                               first.n_val, val_loss=sum(losses) / len(losses) if losses else None))
+        return out
+
+    def race(self) -> list[Outcome]:
         """The full-length outcomes of the race's survivors."""
         s, a = self.s, self.answer
         models = [m for m in s.models if "error" not in a.screen.get(m, {})]
@@ -208,11 +244,12 @@ class Race:
                     for r in alive]
             stage = self._stage(f"race {i + 1}/{len(a.rungs)}", jobs,
                                 f"{len(jobs)} trial(s) to epoch {rung} of {s.epochs}")
-            outcomes, skipped = self.launch(jobs, stage, reserve)
-            self._skipped(skipped, f"the budget ran out at rung {rung} (kept {budgets.fmt(reserve)} to confirm)")
+            outcomes, skipped = self.launch(jobs, stage, self._keep)
+            kept = budgets.fmt(self.reserve())
+            self._skipped(skipped, f"the budget ran out at rung {rung} (kept {kept} to confirm)")
             if skipped:
                 self.say(f"  {len(skipped)} of {len(jobs)} trial(s) do not fit in the "
-                         f"{budgets.fmt(self.budget.left())} left, {budgets.fmt(reserve)} of it kept to confirm "
+                         f"{budgets.fmt(self.budget.left())} left, {kept} of it kept to confirm "
                          "a finalist: not raced further")
             for j in skipped:
                 a.dropped[j.recipe] = f"not run to rung {rung}: budget"
@@ -279,7 +316,7 @@ class Race:
 
     def confirm(self, finalists: list[Outcome]) -> None:
         s, a = self.s, self.answer
-        jobs = [Job("confirm", o.job.recipe, s.epochs, s.epochs, seed=seed, test=True)
+        jobs = [Job("confirm", o.job.recipe, s.epochs, s.epochs, seed=seed, test=True, tuned=self.how_tuned(o.job))
                 for o in finalists for seed in s.seeds]
         stage = self._stage("confirm", jobs, f"{len(finalists)} finalist(s) x {len(s.seeds)} seeds at "
                                              f"{s.epochs} epochs, test evaluated once per run")
@@ -287,25 +324,52 @@ class Race:
         self._skipped(skipped, "the budget ran out in the confirmation")
         a.confirmed = outcomes
 
+    def how_tuned(self, job: Job) -> str:
+        """How a finalist's recipe was chosen, for the verdict to say beside it."""
+        r, a = job.recipe, self.answer
+        if job.stage == "screen":
+            n = len({o.job.recipe for o in a.heads if o.job.recipe.model == r.model})
+            seeds = len(self.s.seeds)
+            return (f"tuned: the best of {n} head settings (lr x weight decay) by mean val acc over {seeds} seeds "
+                    "in the screen" if n > 1 else "not tuned: its grid has one head setting")
+        n = len({x for x in a.race if x.model == r.model and x.strategy == r.strategy})
+        rungs = ", ".join(map(str, a.rungs))
+        return (f"tuned: the best of {n} learning rates by val acc, successive halving at epochs {rungs}" if n > 1
+                else "not tuned: its grid has one learning rate")
+
+    def _confirming(self, cost: float) -> float:
+        return budgets.batch_wall([cost] * len(self.s.seeds), max(1, self.runner.parallel))
+
     def reserve(self) -> float:
         """What confirming one finalist (a typical raced recipe, every seed) will cost, kept aside
         while the race runs: a race that leaves nothing to confirm answers nothing."""
         s = self.s
         strategies = [x for x in s.strategies if x != space.HEAD] or [space.HEAD]
         costs = sorted(self.rates.run_seconds(m, x, s.epochs) for m in s.models for x in strategies)
-        if not costs:
+        return self._confirming(costs[len(costs) // 2]) if costs else 0.0
+
+    def floor(self) -> float:
+        """What confirming the best tuned head will cost: kept whatever else happens, so a short
+        budget still ends in a confirmed answer (0 without one)."""
+        if not any(o.ok for o in self.answer.heads):
             return 0.0
-        p = max(1, self.runner.parallel)
-        typical = costs[len(costs) // 2]
-        return budgets.batch_wall([typical] * len(s.seeds), p)
+        return max(self._confirming(self.rates.run_seconds(m, space.HEAD, self.s.epochs))
+                   for m in {o.job.recipe.model for o in self.answer.heads})
+
+    def _keep(self, job: Job) -> float:
+        """The budget a race trial must leave: the full reserve once its strategy's epoch rate is
+        measured; before, only the floor. A first trial measures the rate the guess stood in for
+        (a guess from the frozen pass can be several times off either way), so a budget that the
+        guess says is too short still races each strategy once before giving up on it."""
+        r = job.recipe
+        return self.reserve() if self.rates.measured(r.model, r.strategy) else self.floor()
 
     def run(self) -> Answer:
         a = self.answer
         self.screen()
-        survivors = self.race(self.reserve())
-        heads = [o for o in a.heads if o.ok]
-        best_heads = [max((o for o in heads if o.job.recipe.model == m), key=lambda o: o.val_acc)
-                      for m in dict.fromkeys(o.job.recipe.model for o in heads)]
+        survivors = self.race()
+        best_heads = [best_head([o for o in a.heads if o.job.recipe.model == m])
+                      for m in dict.fromkeys(o.job.recipe.model for o in a.heads)]
         a.finalists = self.finalists([*best_heads, *survivors])
         self.say("[finalists] " + ("; ".join(f"{o.job.recipe.label} (val {o.val_acc:.4f})" for o in a.finalists)
                                    or "none: no trial finished at full length"))

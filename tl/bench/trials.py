@@ -29,13 +29,11 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-def _stop_after(batches: int):
-    """Stop the run in this process at training batch `batches`, as a signal would."""
-    import signal
-
+def at_training_batch(batches: int, action):
+    """Call `action()` during training batch number `batches` of this process (counted across
+    epochs and runs); returns the hook's handle (`.remove()`). The loss module runs once per
+    training batch with grad, and per eval batch without."""
     import torch
-
-    from tl.runtime import signals
 
     count = 0
 
@@ -44,9 +42,18 @@ def _stop_after(batches: int):
         if isinstance(module, torch.nn.CrossEntropyLoss) and torch.is_grad_enabled():
             count += 1
             if count == batches:
-                raise signals.Interrupted(signal.SIGTERM)
+                action()
 
     return torch.nn.modules.module.register_module_forward_hook(hook)
+
+
+def _interrupt():
+    """Stop the run in this process, as a SIGTERM would."""
+    import signal
+
+    from tl.runtime import signals
+
+    raise signals.Interrupted(signal.SIGTERM)
 
 
 def continued(overrides: list[str], uri: str, stop_batch: int) -> dict:
@@ -65,7 +72,7 @@ def continued(overrides: list[str], uri: str, stop_batch: int) -> dict:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
             return compose(config_name="train", overrides=args)
 
-    handle = _stop_after(stop_batch)
+    handle = at_training_batch(stop_batch, _interrupt)
     try:
         train(cfg(overrides))
     except KeyboardInterrupt:

@@ -17,6 +17,7 @@ from tl.tracking import readback
 
 SWEEP_AXES = {"model", "strategy", "dataset", "dataset.root"}  # shown in their own columns
 SEED_KEY = "trainer.seed"
+TUNED_TAG = "tl.recipe.tuned"  # set by tl answer on a confirmed run: how its recipe was chosen
 # Settings that change which images a run trained, picked its epoch and was tested on.
 SPLIT_SETTINGS = ("limit_per_class", "val_fraction", "test_fraction", "split_seed",
                   "splits.train", "splits.val", "splits.test")
@@ -54,6 +55,9 @@ class Row:
     split_seed: str | None = None  # dataset.split_seed as logged
     test_images: int | None = None
     lr: str | None = None  # optimizer.lr as logged
+    weight_decay: str | None = None  # optimizer.weight_decay as logged
+    epochs: int | None = None  # trainer.epochs: the schedule the run was configured for
+    tuned: str = ""  # tag tl.recipe.tuned: how tl answer chose this recipe ("" where nothing did)
     data_id: str | None = None  # tag tl.data_id: the content alone
     dataset_params: dict = field(default_factory=dict)  # dataset.* params and tl.cwd, for old runs
 
@@ -243,7 +247,8 @@ def row(client, run, identity: tuple[str, str], model: str, varied_: str) -> Row
         feature_pass_seconds=f["feature_pass_seconds"], error=_error(run, m),
         nonfinite={k: m[k] for k in METRICS if k in m and not math.isfinite(m[k])},
         split_seed=p.get("dataset.split_seed"), test_images=_int(p.get("data.test_images")),
-        lr=p.get("optimizer.lr"), data_id=t.get("tl.data_id"),
+        lr=p.get("optimizer.lr"), weight_decay=p.get("optimizer.weight_decay"),
+        epochs=_int(p.get("trainer.epochs")), tuned=t.get(TUNED_TAG, ""), data_id=t.get("tl.data_id"),
         dataset_params={**{k: v for k, v in p.items() if k.startswith("dataset.")},
                         **({"tl.cwd": t["tl.cwd"]} if t.get("tl.cwd") else {})},
     )

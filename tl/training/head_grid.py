@@ -10,8 +10,9 @@ single head trained alone from the same start with the same seed (tests/training
 
 A run with `+head_grid.lrs=[...]` (and optionally `+head_grid.wds=[...]`) is one `freeze`
 run: it trains the grid instead of its one head, logs the grid as a table (`head_grid.csv`,
-`head_grid.json`) and each head's best val accuracy as `grid.<i>.best_val_acc`, and reports the
-best head as its own result (its curve as the run's metrics, its diagnostics).
+`head_grid.json`), each head's best val accuracy as `grid.<i>.best_val_acc` and its val loss
+at that epoch as `grid.<i>.best_val_loss`, and reports the best head as its own result (its
+curve as the run's metrics, its diagnostics).
 """
 
 from __future__ import annotations
@@ -236,6 +237,8 @@ def _log(client, run_id, heads: list[HeadCurve], best: HeadCurve, seconds: float
     steps = [(e + 1, store.now_ms(), {k: best.curves[k][e] for k in CURVES}) for e in range(epochs)]
     store.log_steps(client, run_id, steps)  # one batched write for the best head's curve
     per_head = {f"grid.{i}.best_val_acc": h.best_val_acc for i, h in enumerate(heads)}
+    per_head |= {f"grid.{i}.best_val_loss": h.curves["val_loss"][h.best_epoch - 1]
+                 for i, h in enumerate(heads) if h.best_epoch}
     store.log_metrics(client, run_id, {**per_head, "best_val_acc": best.best_val_acc,
                                        "best_epoch": best.best_epoch, "train_seconds": seconds}, step=epochs)
     with tempfile.TemporaryDirectory(prefix="tl-grid-") as tmp:

@@ -126,12 +126,7 @@ def _fit(cfg, client, run_id, s: jobs.Setup, ckpts, done: checkpoints.Progress, 
             _log_total(client, run_id, started, end.epoch, done.elapsed)
             return RunResult(run_id, end.best, end.best_epoch, end.seconds)
         diagnostics.log_best(client, run_id, s.model, ckpts.dir / checkpoints.BEST, s.job)
-        test = None
-        # Once, on the val-selected model, after every choice; a race's trials never see test.
-        if s.job.test_loader is not None and cfg.trainer.get("evaluate_test", True):
-            test = diagnostics.log_test(client, run_id, s.job, cfg.trainer.epochs)
-            log.info("%s: test acc %.4f  loss %.4f (%d images)", name, test["test_acc"], test["test_loss"],
-                     s.job.n_test)
+        test = _test(cfg, client, run_id, s)
         # Only now is the resume point no longer needed: a run stopped during its diagnostics
         # resumes after its last epoch instead of training again from the first.
         with timeline.part("exit"):
@@ -150,9 +145,20 @@ def _grid(cfg, client, run_id, s: jobs.Setup, started: float, work: Path) -> Run
             checkpoints.RunCheckpoints(client, run_id, staging=work, head_only=_head_only(s)).save_best(
                 s.model, best_epoch, best, s.job.classes)
         diagnostics.log_best(client, run_id, s.model, None, s.job)
-        test = diagnostics.log_test(client, run_id, s.job, cfg.trainer.epochs) if s.job.test_loader else None
+        test = _test(cfg, client, run_id, s)
     _log_total(client, run_id, started, cfg.trainer.epochs)
     return RunResult(run_id, best, best_epoch, seconds, None if test is None else test["test_acc"])
+
+
+def _test(cfg, client, run_id: str, s: jobs.Setup) -> dict | None:
+    """Test metrics of the val-selected model, once, after every choice; None without a test
+    split or with `trainer.evaluate_test=false` (a race's trials and screen never see test)."""
+    if s.job.test_loader is None or not cfg.trainer.get("evaluate_test", True):
+        return None
+    test = diagnostics.log_test(client, run_id, s.job, cfg.trainer.epochs)
+    log.info("%s: test acc %.4f  loss %.4f (%d images)", lifecycle.run_name(cfg), test["test_acc"],
+             test["test_loss"], s.job.n_test)
+    return test
 
 
 def _log_total(client, run_id: str, started: float, step: int, earlier: float = 0.0) -> None:
