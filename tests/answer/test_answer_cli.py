@@ -46,3 +46,30 @@ def test_the_sweeper_refuses_an_override_it_sets_per_trial_and_names_its_own_key
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 2, out.stderr[-2000:]
     assert "hydra.sweeper.models" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.slow
+def test_a_sigterm_to_tl_answer_stops_its_sweep_and_leaves_no_process(tmp_path):
+    import os
+    import signal
+
+    import psutil
+
+    from tests.conftest import make_image_folder
+
+    make_image_folder(tmp_path / "data")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    proc = subprocess.Popen([sys.executable, "-m", "tl", "answer", str(tmp_path / "data"), "--budget", "10m",
+                             "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "models=[resnet18_scratch]",
+                             "model.input_size=32", "trainer.batch_size=4", f"hydra.sweep.dir={tmp_path / 'multirun'}"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen = []
+    for line in proc.stdout:  # the sweep is under way once its screen starts
+        seen.append(line)
+        if line.startswith("[screen]"):
+            break
+    (sweep,) = psutil.Process(proc.pid).children()
+    proc.send_signal(signal.SIGTERM)
+    out = "".join(seen) + proc.communicate(timeout=120)[0]
+    assert proc.returncode == 128 + signal.SIGTERM, out[-3000:]
+    assert not sweep.is_running() or sweep.status() == psutil.STATUS_ZOMBIE, "the sweep stopped with tl answer"

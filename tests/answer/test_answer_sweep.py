@@ -80,6 +80,7 @@ def test_the_basic_launcher_runs_screen_race_and_confirm_under_one_parent(basic)
     text = out.stdout + out.stderr
     for stage in ("[screen]", "[race 1/2]", "[finalists]", "[confirm]", "Verdict", "Reproduce the winner:"):
         assert stage in text, (stage, text[-4000:])
+    assert "Open the run in MLflow" not in text, "a continued trial leaves the links to its sweep"
     names = {r.info.run_name for r in children(found, parent.info.run_id)}
     assert any(n.startswith("answer-screen-") for n in names) and any(n.startswith("answer-race-") for n in names)
     (confirm,) = [r for r in children(found, parent.info.run_id) if r.info.run_name == "answer confirm"]

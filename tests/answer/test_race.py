@@ -197,3 +197,4 @@ def test_the_report_writes_its_markdown_and_figures_for_a_finished_race(tmp_path
     assert [f.name for f in files] == ["answer.md", "race.png", "front.png", "ranking.png"]
     text = files[0].read_text()
     assert "eliminated at rung 1" in text and "Kendall tau" in text and "## Confirmed" in text
+    assert "| a freeze lr=0.03 | " in text, "each head setting with its mean val acc over the seeds"

@@ -107,3 +107,30 @@ def test_a_live_writers_temp_file_is_kept_and_an_old_foreign_one_removed(tmp_pat
     os.utime(live, (later, later))  # still being written
     assert sorted(features.remove_stale_temps(tmp_path, later)) == sorted([foreign, unnamed])
     assert live.exists()
+
+
+LITE0 = ["model=efficientnet_lite0", "model.pretrained=true", "strategy=freeze", "trainer.epochs=2"]  # real weights
+
+
+def history(client, run_id, key="train_loss"):
+    return [(m.step, m.value) for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
+
+
+def test_a_hit_trains_the_head_exactly_as_its_miss_did(fast_overrides, store):
+    # mobilenet_v3_small has dropout 0.2 right before its classifier: the head trains with it
+    cfg = compose_cfg(*fast_overrides, "model=mobilenet_v3_small_scratch", "strategy=freeze", "trainer.epochs=2")
+    train(cfg)
+    train(cfg)
+    miss, hit = runs(store)
+    assert (miss.data.tags["tl.feature_cache"], hit.data.tags["tl.feature_cache"]) == ("miss", "hit")
+    client = MlflowClient(store)
+    for key in ("train_loss", "val_loss"):  # the head's dropout draws the same masks after either
+        assert history(client, hit.info.run_id, key) == history(client, miss.info.run_id, key)
+
+
+def test_seeds_share_the_features_of_pretrained_weights_and_not_of_a_random_init(fast_overrides, store):
+    for seed in (0, 1):
+        train(compose_cfg(*fast_overrides, *LITE0, f"trainer.seed={seed}"))
+    for seed in (0, 1):  # fast_overrides' resnet18 is from scratch: each seed its own init
+        train(compose_cfg(*fast_overrides, "strategy=freeze", "trainer.epochs=1", f"trainer.seed={seed}"))
+    assert [r.data.tags["tl.feature_cache"] for r in runs(store)] == ["miss", "hit", "miss", "miss"]

@@ -30,6 +30,14 @@ def screen_lines(answer) -> list[str]:
     return out
 
 
+def head_lines(answer) -> list[str]:
+    """Each head setting of the screen, its val acc and loss averaged over the seeds."""
+    out = ["| head setting | mean val acc | mean val loss there |", "|---|---|---|"]
+    for o in sorted(answer.heads, key=lambda o: (o.job.recipe.model, -o.val_acc)):
+        out.append(f"| {o.job.recipe.label} | {_fmt(o.val_acc)} | {_fmt(o.val_loss)} |")
+    return out
+
+
 def race_lines(answer) -> list[str]:
     out = ["| trial | " + " | ".join(f"val @ {r}" for r in answer.rungs) + " | outcome |",
            "|---|" + "---|" * (len(answer.rungs) + 1)]
@@ -69,6 +77,8 @@ def markdown(answer, budget_seconds: float, spent: float) -> str:
         *(f"| {st.name} | {st.jobs} | {budgets.fmt(st.estimated)} | {budgets.fmt(st.spent)} |"
           for st in answer.stages), "",
         "## Screen", "", *screen_lines(answer), "",
+        f"Head settings, over {len(s.seeds)} seeds (the best mean val acc goes on; among equals the lower "
+        "val loss):", "", *head_lines(answer), "",
         "## Race", "", *race_lines(answer), "",
         "## Finalists", "", *(f"- {o.job.recipe.label}: val {_fmt(o.val_acc)}" for o in answer.finalists), "",
         "## Confirmed", "", *confirm_lines(answer), "",

@@ -8,6 +8,7 @@ it as `python -m tl.train -m ...`, so every trial is a normal tl run under one p
 from __future__ import annotations
 
 import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -46,7 +47,16 @@ def run(path: str, budget: str, overrides: list[str], resume: str | None = None,
     argv = command(path, budget, overrides, resume, tracking_uri)
     print("tl answer runs: " + " ".join(shlex.quote(a) for a in ["tl-train", *argv[3:]]), flush=True)
     proc = subprocess.Popen(argv)
+    # A SIGTERM or SIGHUP for this process (a job scheduler, a closed ssh session) is the
+    # sweep's: passed on, it ends its runs as KILLED; this process must not exit before it.
+    before = {sig: signal.signal(sig, lambda signum, frame: proc.send_signal(signum))
+              for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        return proc.wait()
-    except KeyboardInterrupt:  # the sweep got the same Ctrl-C: let it end its runs as KILLED
-        return proc.wait()
+        try:
+            code = proc.wait()
+        except KeyboardInterrupt:  # the sweep got the same Ctrl-C: let it end its runs as KILLED
+            code = proc.wait()
+        return 128 - code if code < 0 else code  # killed by signal N before its handlers: 128 + N
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)

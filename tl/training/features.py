@@ -43,7 +43,7 @@ from tl.data import identity
 
 log = logging.getLogger(__name__)
 
-FORMAT = 5  # bump when what is cached, or how, changes (5: images decoded upright, EXIF orientation)
+FORMAT = 6  # bump when what is cached, or how, changes (6: one entry for every seed of fixed features)
 # A temp file its writer stopped writing this long ago is dead, whoever wrote it (another host
 # sharing the cache, or a name without a writer): saving even a large entry takes seconds.
 STALE_TEMP_SECONDS = 15 * 60
@@ -100,11 +100,18 @@ def cache_key(cfg, backbone: Backbone, precision: str) -> str:
         # fractions). Remembered per fingerprint that includes ctime, which no edit keeps.
         "content": identity.content_digest(root),
         "views": int(cfg.strategy.feature_cache.views),
-        "seed": int(cfg.trainer.seed),
+        # The seed moves the features only through the random views, or a backbone's random
+        # init: a freeze sweep over seeds of pretrained weights shares one entry.
+        "seed": int(cfg.trainer.seed) if _seeded(cfg) else None,
         "precision": precision,
         "torch": torch.__version__,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def _seeded(cfg) -> bool:
+    random_weights = not (cfg.model.get("pretrained") or cfg.model.get("weights"))
+    return int(cfg.strategy.feature_cache.views) > 1 or random_weights
 
 
 def load(path: Path) -> Features | None:

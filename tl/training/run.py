@@ -18,6 +18,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from tl.runtime import cost, parallel, timeline
+from tl.sweeps import sweep
 from tl.tracking import redact, store
 from tl.training import checkpoints, diagnostics, head_grid, identity, jobs, lifecycle, loop, phases, resume, rungs
 
@@ -46,9 +47,12 @@ def train(cfg: DictConfig, extra_tags: dict[str, str] | None = None) -> RunResul
         with resume.claimed(cfg):
             with timeline.part("store"):
                 client, run_id, cfg = resume.reopen(cfg, overrides)
-            exp_id = client.get_run(run_id).info.experiment_id
-            started = cost.process_start()
-            trace.add("imports", entered - started)
+            # A sweep's continued trial (the answer's race) leaves the links to its sweep.
+            exp_id = None if sweep.in_multirun() else client.get_run(run_id).info.experiment_id
+            # As a new run's: a sweep's job starts here, a single run with its process.
+            started = cost.process_start() if exp_id is not None else entered
+            if exp_id is not None:
+                trace.add("imports", entered - started)
             result = lifecycle.to_the_end(client, run_id, lambda: _resumed(cfg, client, run_id, started))
     else:
         with timeline.part("store"):
