@@ -187,6 +187,15 @@ def test_a_rung_cut_short_by_the_budget_has_tried_every_strategy_first():
     assert [t.strategy for t in trials[:2]] == ["finetune", "partial_freeze"]
 
 
+def test_a_phased_strategy_is_costed_at_the_fine_tune_it_ends_as_not_at_its_probe():
+    rates = budgets.Rates(frozen_pass={"a": 10.0})
+    rates.learn("a", "lp_ft", 1, 0.01)  # rung 1: lp_ft's linear probe on cached features
+    assert rates.epoch_seconds("a", "lp_ft") == rates.train_factor * 10.0  # the fine-tune's guess
+    assert not rates.measured("a", "lp_ft")
+    rates.learn("a", "finetune", 1, 50.0)
+    assert rates.epoch_seconds("a", "lp_ft") == 50.0 and rates.measured("a", "lp_ft")
+
+
 def test_the_report_writes_its_markdown_and_figures_for_a_finished_race(tmp_path):
     from tl.answer import report
 

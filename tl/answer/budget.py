@@ -42,6 +42,13 @@ class Budget:
         return self.seconds - self.spent()
 
 
+# Phased strategies end as a full fine-tune; their first epochs (lp_ft's linear probe on cached
+# features: milliseconds) say nothing of the later ones, so a trial continued past them is
+# costed at the fine-tune's rate (on the tutorial's data: 0.0 s for lp_ft's first epoch, 50 s
+# for each next one, which an estimate from the first put at 9 s a trial).
+ENDS_AS = {"lp_ft": "finetune", "gradual_unfreeze": "finetune"}
+
+
 @dataclass
 class Rates:
     """Seconds per epoch for each (model, strategy), and per run of start-up (process, data,
@@ -53,6 +60,8 @@ class Rates:
     train_factor: float = 3.0  # a training epoch of a backbone against one frozen pass (backward, augmentation)
 
     def epoch_seconds(self, model: str, strategy: str) -> float:
+        if strategy in ENDS_AS:  # its later epochs cost what the strategy it ends as costs
+            return max(self.epoch.get((model, strategy), 0.0), self.epoch_seconds(model, ENDS_AS[strategy]))
         if (model, strategy) in self.epoch:
             return self.epoch[(model, strategy)]
         same = [v for (m, s), v in self.epoch.items() if s == strategy]
@@ -63,7 +72,7 @@ class Rates:
         return max(same) if same else max(self.epoch.values(), default=30.0)
 
     def measured(self, model: str, strategy: str) -> bool:
-        return (model, strategy) in self.epoch
+        return (model, ENDS_AS.get(strategy, strategy)) in self.epoch
 
     def run_seconds(self, model: str, strategy: str, epochs: int) -> float:
         return self.overhead + epochs * self.epoch_seconds(model, strategy)

@@ -161,7 +161,9 @@ def run_all(args) -> dict:
     res: dict = {"data": str(data), "epochs": E, "freeze_epochs": F, "cpu": _cpu()}
 
     def cold(tag):  # a private, empty feature cache: every tl figure below pays for its features
-        return {"XDG_CACHE_HOME": tempfile.mkdtemp(prefix=f"tl-bench-{tag}-", dir=out)}
+        # (matplotlib's font list is the machine's, built once per user, not per data: shared)
+        return {"XDG_CACHE_HOME": tempfile.mkdtemp(prefix=f"tl-bench-{tag}-", dir=out),
+                "MPLCONFIGDIR": str(out / "matplotlib")}
 
     def step(key, spec, env=None, beside=False):
         print(f"[bench] {key} ...", flush=True)
