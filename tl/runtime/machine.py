@@ -7,6 +7,7 @@ machine difference from a code difference.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import platform
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 
 from tl.errors import ConfigError, not_one_of
-from tl.runtime import wait_policy
+from tl.runtime import neighbours, wait_policy
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -45,6 +46,7 @@ class Runtime:
             "runtime.num_workers": str(self.num_workers),
             "runtime.cpu": self.cpu,
             "runtime.torch_threads": str(torch.get_num_threads()),
+            "runtime.threads_reason": THREADS_REASON,
             "runtime.usable_cpus": str(usable_cpus()),
             "runtime.omp_wait_policy": wait_policy.describe(),
         }
@@ -74,13 +76,44 @@ def _cgroup_quota(cgroup: Path) -> float | None:
         return None
 
 
+_PINNED: list[int] = []  # the innermost `pinned_threads`
+
+
+@contextlib.contextmanager
+def pinned_threads(n: int | None):
+    """torch's threads exactly `n` (at most the usable CPUs) for the runs inside, whatever the
+    machine's load: a resumed run or a reproduction computes with the count its original had
+    (a reduction split over another number of threads differs in the last digits)."""
+    if not n:
+        yield
+        return
+    _PINNED.append(int(n))
+    try:
+        yield
+    finally:
+        _PINNED.pop()
+
+
 def fit_threads() -> int:
-    """torch's intra-op threads at most the usable CPUs: more threads than CPUs only wait for
-    each other (OpenMP counts the affinity mask, not a container's quota)."""
+    """torch's intra-op threads at most the usable CPUs (more only wait for each other; OpenMP
+    counts the affinity mask, not a container's quota), and at most what other processes left
+    free when the first run began (`tl.runtime.neighbours`); exactly a pinned count."""
+    global THREADS_REASON
     n = usable_cpus()
-    if torch.get_num_threads() > n:
-        torch.set_num_threads(n)
+    if _PINNED:
+        torch.set_num_threads(max(1, min(n, _PINNED[-1])))
+        THREADS_REASON = f"pinned to the original run's {_PINNED[-1]}"
+        return torch.get_num_threads()
+    busy = neighbours.others()
+    free = n if busy is None else max(1, min(n, round(n - busy)))
+    if torch.get_num_threads() > free:
+        torch.set_num_threads(free)
+    THREADS_REASON = (f"{n} usable CPU(s)" + ("" if busy is None else f", other processes used {busy:.1f} of them "
+                                                                      "as this process started"))
     return torch.get_num_threads()
+
+
+THREADS_REASON = ""  # why torch has the threads it has: logged with the run
 
 
 def cpu_name() -> str:

@@ -31,7 +31,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
 from tl.errors import TLError
-from tl.runtime import configtree, paths
+from tl.runtime import configtree, machine, paths
 from tl.tracking import readback, redact, store
 from tl.training.run import train
 
@@ -297,7 +297,9 @@ def reproduce(uri: str, run_id: str, tolerance: float | None, say: Say, warn: Sa
     cfg.tracking.run_name = f"reproduce {original.info.run_name}"
     tags = {"tl.reproduces": run_id,
             **{k: original.data.tags[k] for k in ("tl.overrides", "tl.command") if k in original.data.tags}}
-    with _training_logs(), _working_dir(launch_dir):  # relative paths mean what they did then
+    threads = original.data.params.get("runtime.torch_threads", "")
+    with _training_logs(), _working_dir(launch_dir), \
+            machine.pinned_threads(int(threads) if threads.isdigit() else None):  # relative paths as then
         new = client.get_run(train(cfg, extra_tags=tags).run_id)
     say(f"Reproduction: run {new.info.run_id} (tag tl.reproduces={run_id})")
     for w in runtime_warnings(original.data.params, new.data.params):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from tl.runtime import cost, parallel, timeline
+from tl.runtime import cost, machine, parallel, timeline
 from tl.sweeps import sweep
 from tl.tracking import redact, store
 from tl.training import checkpoints, diagnostics, head_grid, identity, jobs, lifecycle, loop, phases, resume, rungs
@@ -53,7 +53,9 @@ def train(cfg: DictConfig, extra_tags: dict[str, str] | None = None) -> RunResul
             started = cost.process_start() if exp_id is not None else entered
             if exp_id is not None:
                 trace.add("imports", entered - started)
-            result = lifecycle.to_the_end(client, run_id, lambda: _resumed(cfg, client, run_id, started))
+            threads = client.get_run(run_id).data.params.get("runtime.torch_threads", "")
+            with machine.pinned_threads(int(threads) if threads.isdigit() else None):  # as it began
+                result = lifecycle.to_the_end(client, run_id, lambda: _resumed(cfg, client, run_id, started))
     else:
         with timeline.part("store"):
             client, run_id, exp_id = lifecycle.create(cfg, overrides, extra_tags)
