@@ -131,8 +131,10 @@ def _screen_targets(res: dict, add) -> None:
         add("tl epoch beside a CPU-bound neighbour / alone", r, "<= 2.5", r <= 2.5)
         if "tl_epoch_beside_neighbour_spinning" in res:
             spin = _epoch_seconds(res["tl_epoch_beside_neighbour_spinning"]) / alone
+            # With the threads the neighbour leaves (one, on 2 cores) there is no barrier to spin
+            # at: the wait policy matters where threads still outnumber the free cores.
             add("the same with spinning OpenMP waits (OMP_WAIT_POLICY=ACTIVE) / alone", spin,
-                f">= {r:.2f} (passive waits help)", spin >= r)
+                f">= {0.95 * r:.2f} (passive waits are no slower)", spin >= 0.95 * r)
 
 
 def _fmt(v) -> str:
