@@ -8,10 +8,9 @@ from __future__ import annotations
 import os
 import sys
 
-from tl.runtime import neighbours, wait_policy
+from tl.runtime import wait_policy
 
 wait_policy.apply()  # before anything below loads torch: OpenMP reads its wait policy only then
-neighbours.mark()  # what other processes use while this one starts decides its threads
 
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402

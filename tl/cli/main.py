@@ -9,10 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tl.runtime import neighbours, wait_policy
+from tl.runtime import wait_policy
 
 wait_policy.apply()  # as tl-train's entry: `tl rank` loads torch in this process
-neighbours.mark()
 
 from tl.cli import runs  # noqa: E402
 from tl.errors import TLError  # noqa: E402

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from tl.errors import ConfigError, not_one_of
-from tl.runtime import neighbours, wait_policy
+from tl.runtime import wait_policy
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -96,20 +96,23 @@ def pinned_threads(n: int | None):
 
 def fit_threads() -> int:
     """torch's intra-op threads at most the usable CPUs (more only wait for each other; OpenMP
-    counts the affinity mask, not a container's quota), and at most what other processes left
-    free when the first run began (`tl.runtime.neighbours`); exactly a pinned count."""
+    counts the affinity mask, not a container's quota); exactly a pinned count.
+
+    Not fewer when other processes are busy, though beside a CPU-bound neighbour fewer threads
+    are faster (resnet18 epoch on 2 cores beside a 2-thread matmul loop: 27.6 s with 2 threads,
+    12.2 s with 1): the thread count changes a run's numbers (a reduction split another way),
+    so a count read from the machine's load would make the same command train differently
+    from one start to the next. `OMP_NUM_THREADS=1` asks for it, logged with the run."""
     global THREADS_REASON
     n = usable_cpus()
     if _PINNED:
         torch.set_num_threads(max(1, min(n, _PINNED[-1])))
         THREADS_REASON = f"pinned to the original run's {_PINNED[-1]}"
         return torch.get_num_threads()
-    busy = neighbours.others()
-    free = n if busy is None else max(1, min(n, round(n - busy)))
-    if torch.get_num_threads() > free:
-        torch.set_num_threads(free)
-    THREADS_REASON = (f"{n} usable CPU(s)" + ("" if busy is None else f", other processes used {busy:.1f} of them "
-                                                                      "as this process started"))
+    if torch.get_num_threads() > n:
+        torch.set_num_threads(n)
+    THREADS_REASON = f"{n} usable CPU(s)" + (f", OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}"
+                                               if os.environ.get("OMP_NUM_THREADS") else "")
     return torch.get_num_threads()
 
 
