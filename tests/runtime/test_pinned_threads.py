@@ -21,7 +21,8 @@ def test_a_run_keeps_every_usable_cpu(threads):
 
 
 def test_a_pinned_count_holds_and_ends_with_its_block(threads):
+    torch.set_num_threads(machine.usable_cpus())
     with machine.pinned_threads(1):
         assert machine.fit_threads() == 1 and "pinned" in machine.THREADS_REASON
-    machine.fit_threads()
+    assert machine.fit_threads() == machine.usable_cpus(), "a later run of the process is not pinned"
     assert "pinned" not in machine.THREADS_REASON

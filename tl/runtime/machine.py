@@ -81,17 +81,19 @@ _PINNED: list[int] = []  # the innermost `pinned_threads`
 
 @contextlib.contextmanager
 def pinned_threads(n: int | None):
-    """torch's threads exactly `n` (at most the usable CPUs) for the runs inside, whatever the
-    machine's load: a resumed run or a reproduction computes with the count its original had
-    (a reduction split over another number of threads differs in the last digits)."""
+    """torch's threads exactly `n` (at most the usable CPUs) for the runs inside: a resumed run
+    or a reproduction computes with the count its original had (a reduction split over another
+    number of threads gives other numbers)."""
     if not n:
         yield
         return
+    before = torch.get_num_threads()
     _PINNED.append(int(n))
     try:
         yield
     finally:
         _PINNED.pop()
+        torch.set_num_threads(before)  # a later run of this process starts from its own count
 
 
 def fit_threads() -> int:
