@@ -16,6 +16,7 @@ import logging
 
 from omegaconf import DictConfig
 
+from tl.answer import space
 from tl.answer.race import Job, Outcome
 from tl.errors import ConfigError
 from tl.sweeps import sweep
@@ -64,13 +65,8 @@ def run_name(job: Job) -> str:
     return f"answer-{job.stage}-{r.model}-{r.strategy}-lr{r.lr:g}{wd}"
 
 
-def _grid_axes(job: Job) -> tuple[list[float], list[float]]:
-    """A screen job's learning rates and weight decays, in the order `head_grid.settings` pairs them."""
-    return (list(dict.fromkeys(r.lr for r in job.grid)), list(dict.fromkeys(r.weight_decay for r in job.grid)))
-
-
 def _grid_overrides(job: Job) -> list[str]:
-    lrs, wds = _grid_axes(job)
+    lrs, wds = space.axes(job.grid)
     return [f"+head_grid.lrs=[{','.join(f'{v:g}' for v in lrs)}]",
             f"+head_grid.wds=[{','.join(f'{v:g}' for v in wds)}]"]
 
@@ -84,7 +80,7 @@ def _unordered(overrides: list[str]) -> str:
 def _heads(job: Job, metrics: dict) -> dict:
     """Each head setting of a screen job's run: (best val acc, val loss at that epoch), from the
     per-head metrics `tl.training.head_grid` logs in its grid's order."""
-    lrs, wds = _grid_axes(job)
+    lrs, wds = space.axes(job.grid)
     recipes = {(r.lr, r.weight_decay): r for r in job.grid}
     out = {}
     for i, pair in enumerate(head_grid.settings(lrs, wds)):

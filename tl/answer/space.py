@@ -70,6 +70,12 @@ def recipes_for(models: list[str], strategy: str, recipes: dict, base_wd: float)
     return [Recipe(m, strategy, lr, wd, extra) for m in models for lr in lrs for wd in wds]
 
 
+def axes(recipes: list[Recipe]) -> tuple[list[float], list[float]]:
+    """The learning rates and weight decays a grid of recipes spans, each once, in order (the
+    order `head_grid.settings` pairs them in, learning rate major)."""
+    return list(dict.fromkeys(r.lr for r in recipes)), list(dict.fromkeys(r.weight_decay for r in recipes))
+
+
 def race_grid(models: list[str], strategies: list[str], recipes: dict, base_wd: float) -> list[Recipe]:
     """The recipes the race starts with: every strategy but the head's, whose grid the screen runs."""
     return [r for s in strategies if s != HEAD for r in recipes_for(models, s, recipes, base_wd)]

@@ -62,8 +62,7 @@ def grid_sweeps(models: list[str], strategies: list[str], recipes: dict, base_wd
     out = []
     for s in strategies:
         cands = space.recipes_for(models, s, recipes, base_wd)
-        lrs = list(dict.fromkeys(r.lr for r in cands))
-        wds = list(dict.fromkeys(r.weight_decay for r in cands))
+        lrs, wds = space.axes(cands)
         out.append(["-m", f"model={','.join(models)}", f"strategy={s}",
                     f"optimizer.lr={','.join(f'{v:g}' for v in lrs)}",
                     f"optimizer.weight_decay={','.join(f'{v:g}' for v in wds)}", *cands[0].extra,
