@@ -8,9 +8,11 @@ from __future__ import annotations
 import os
 import sys
 
-from tl.runtime import wait_policy
+from tl.runtime import collector, wait_policy
 
 wait_policy.apply()  # before anything below loads torch: OpenMP reads its wait policy only then
+if __name__ == "__main__":  # `python -m tl.train`; main() releases it once the imports below are done
+    collector.hold()
 
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
@@ -49,6 +51,7 @@ def main() -> None:
     """Exit status: 0 when every run finished; 1 when a run (or a sweep's job) failed or was
     killed in a parallel sweep; 2 when a single run's config, data or tracking server is wrong
     (the message, no traceback); 128 + the signal's number when a signal stopped this process."""
+    collector.release()
     code, stopped_by = 0, None
     try:
         with signals.stop_on_signals():  # also while a launcher waits for a sweep's jobs
@@ -58,6 +61,7 @@ def main() -> None:
     finally:
         if not sweep.finish_all(stopped_by) and code == 0:
             code = 1
+        collector.before_exit()
     if code:
         sys.exit(code)
 

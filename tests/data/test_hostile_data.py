@@ -347,8 +347,8 @@ def test_a_rescan_of_unchanged_files_decodes_none_and_an_edited_file_is_checked_
     root = make_image_folder(tmp_path / "d", n_train=3, n_val=1)
     first = imagefiles.scan(root / "train")
     calls = []
-    real = imagefiles.check_image
-    monkeypatch.setattr(imagefiles, "check_image", lambda p: calls.append(p) or real(p))
+    real = imagefiles.check_images
+    monkeypatch.setattr(imagefiles, "check_images", lambda ps: calls.extend(ps) or real(ps))
     again = imagefiles.scan(root / "train")
     assert (again.samples, again.skipped) == (first.samples, first.skipped) and calls == []
 

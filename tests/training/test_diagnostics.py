@@ -38,6 +38,28 @@ def test_per_class_scores_are_precision_recall_and_f1_of_each_class():
     assert (wasps["precision"], wasps["recall"], wasps["f1"]) == (0.0, 0.0, 0.0)  # never seen
 
 
+def test_the_scores_are_scikit_learns_on_any_predictions():
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    g = torch.Generator().manual_seed(0)
+    for n in (1, 7, 200):
+        targets = torch.randint(0, 4, (n,), generator=g).tolist()
+        preds = torch.randint(0, 4, (n,), generator=g).tolist()
+        labels = list(range(5))  # class 4 is never seen nor predicted
+        assert diagnostics.confusion(targets, preds, 5) == confusion_matrix(targets, preds, labels=labels).tolist()
+        p, r, f, s = precision_recall_fscore_support(targets, preds, labels=labels, zero_division=0)
+        ours = diagnostics.per_class(targets, preds, list("abcde"))
+        assert [x["precision"] for x in ours] == pytest.approx(p.tolist(), abs=1e-12)
+        assert [x["recall"] for x in ours] == pytest.approx(r.tolist(), abs=1e-12)
+        assert [x["f1"] for x in ours] == pytest.approx(f.tolist(), abs=1e-12)
+        assert [x["support"] for x in ours] == s.tolist()
+
+
+def test_an_empty_split_scores_all_zeros():
+    assert diagnostics.confusion([], [], 2) == [[0, 0], [0, 0]]
+    assert [x["f1"] for x in diagnostics.per_class([], [], ["a", "b"])] == [0.0, 0.0]
+
+
 def test_log_diagnostics_logs_the_matrix_the_scores_and_a_sample_grid(store, tmp_path):
     client = mlflow_store.prepare_store(store)
     run_id = client.create_run(mlflow_store.experiment_id(client, "tl", store)).info.run_id

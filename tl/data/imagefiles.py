@@ -16,6 +16,7 @@ import sys
 import tempfile
 import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -128,61 +129,94 @@ def split_classes(train_dir: Path, val_dir: Path) -> list[str]:
 
 def check_image(path: Path) -> str | None:
     """None if the file decodes as an image, else why not."""
+    return check_images([path])[path]
+
+
+def check_images(paths: list[Path]) -> dict[Path, str | None]:
+    """`check_image` of each file: PIL's decode on worker threads, beside one pass of libjpeg's
+    own check over the JPEGs (PIL and torchvision's decoders release the GIL)."""
+    with warnings.catch_warnings():  # set once, here: the worker threads share these filters
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        warnings.filterwarnings("ignore", module="torchvision")  # its decoders' deprecation notice
+        with ThreadPoolExecutor(max(1, min(4, (os.cpu_count() or 2) - 1))) as pool:
+            opened = pool.map(_opens, paths)  # submitted now, runs beside the pass below
+            damaged = jpeg_damage([p for p in paths if _jpeg_magic(p)])
+            opened = list(opened)
+    return {p: why or damaged.get(p) for p, why in zip(paths, opened)}
+
+
+def _opens(path: Path) -> str | None:
+    """None if PIL opens and decodes the file, else why not."""
     if path.is_symlink() and not path.exists():
         return f"broken symlink (to {display(os.readlink(path))})"
     try:
         if path.stat().st_size == 0:
             return "empty file (0 bytes)"
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                jpeg = im.format == "JPEG"
-                im.draft("RGB", (64, 64))  # JPEG decodes at reduced scale: a full check, faster
-                to_rgb(im)
+        with Image.open(path) as im:
+            im.draft("RGB", (64, 64))  # JPEG decodes at reduced scale: a full check, faster
+            to_rgb(im)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         return f"larger than PIL's decompression-bomb limit (Image.MAX_IMAGE_PIXELS): {e}"
     except Exception as e:  # PIL raises many types for bad files
         return f"{type(e).__name__}: {e}"
-    return jpeg_damage(path) if jpeg else None
+    return None
+
+
+def _jpeg_magic(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(3) == b"\xff\xd8\xff"  # what PIL recognises a JPEG by
+    except OSError:
+        return False
 
 
 _STDERR = threading.Lock()
 
 
-def jpeg_damage(path: Path) -> str | None:
-    """libjpeg's own verdict on a JPEG's compressed data, or None when it has none.
+def jpeg_damage(paths: list[Path]) -> dict[Path, str]:
+    """libjpeg's own verdict on each JPEG's compressed data, for those it has one on.
 
     PIL silences libjpeg's warnings, so damaged bytes mid-file decode to garbage without a
     word. torchvision's libjpeg reports them ("Corrupt JPEG data: ...") on the process's
-    stderr only: that stream is caught for the one decode and the report read from it."""
+    stderr only: that stream is caught once for the whole pass (per file, catching it cost
+    twice the decode), and each file's report is what was written while it decoded."""
     import torch
     from torchvision.io import decode_jpeg
 
-    data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
-    with _STDERR, tempfile.TemporaryFile() as caught, warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torchvision's deprecation notice for its decoders
+    found: dict[Path, str] = {}
+    rest: list[str] = []
+    if not paths:
+        return found
+    with _STDERR, tempfile.TemporaryFile() as caught:
+        fd = caught.fileno()
         sys.stderr.flush()
         saved = os.dup(2)
-        os.dup2(caught.fileno(), 2)
+        os.dup2(fd, 2)
         try:
-            decode_jpeg(data)
-            failed = None
-        except RuntimeError as e:
-            failed = str(e).splitlines()[-1].strip()
+            for path in paths:
+                start = os.lseek(fd, 0, os.SEEK_CUR)  # fd 2 shares this offset
+                failed = None
+                try:
+                    decode_jpeg(torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8))
+                except OSError:  # gone or unreadable: PIL's check says so
+                    continue
+                except RuntimeError as e:
+                    failed = str(e).splitlines()[-1].strip()
+                sys.stderr.flush()
+                end = os.lseek(fd, 0, os.SEEK_CUR)
+                lines = os.pread(fd, end - start, start).decode("utf-8", "replace").splitlines()
+                damage = [x for x in lines if x.startswith("Corrupt JPEG data")]
+                rest += [x for x in lines if x not in damage]
+                if damage:
+                    found[path] = f"corrupt JPEG data ({damage[0].split(':', 1)[1].strip()})"
+                elif failed:
+                    found[path] = f"corrupt JPEG data ({failed})"
         finally:
             os.dup2(saved, 2)
             os.close(saved)
-        caught.seek(0)
-        lines = caught.read().decode("utf-8", "replace").splitlines()
-    damage = [x for x in lines if x.startswith("Corrupt JPEG data")]
-    rest = [x for x in lines if x not in damage]
     if rest:  # not ours to swallow
         print("\n".join(rest), file=sys.stderr)
-    if damage:
-        return f"corrupt JPEG data ({damage[0].split(':', 1)[1].strip()})"
-    if failed:
-        return f"corrupt JPEG data ({failed})"
-    return None
+    return found
 
 
 def checked(paths: list[Path]) -> dict[Path, str | None]:
@@ -198,7 +232,7 @@ def checked(paths: list[Path]) -> dict[Path, str | None]:
         return {p: bad.get(str(i)) for i, p in enumerate(paths)}
     except (OSError, ValueError):
         pass
-    verdicts = {p: check_image(p) for p in paths}
+    verdicts = check_images(paths)
     bad = {str(i): why for i, p in enumerate(paths) if (why := verdicts[p])}
     try:
         memo.parent.mkdir(parents=True, exist_ok=True)

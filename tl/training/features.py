@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader
 
 from tl.data import checks, datasets
 from tl.data.transforms import val_transform
-from tl.models import backbones
+from tl.models import backbones, folding
 from tl.models.backbones import Backbone
 from tl.runtime import io, seeding
 from tl.runtime.io import load_tensors
@@ -43,7 +43,7 @@ from tl.data import identity
 
 log = logging.getLogger(__name__)
 
-FORMAT = 6  # bump when what is cached, or how, changes (6: one entry for every seed of fixed features)
+FORMAT = 7  # bump when what is cached, or how, changes (7: batch norms folded for the pass)
 # A temp file its writer stopped writing this long ago is dead, whoever wrote it (another host
 # sharing the cache, or a name without a writer): saving even a large entry takes seconds.
 STALE_TEMP_SECONDS = 15 * 60
@@ -182,11 +182,26 @@ def _pass(model, head, loader, prep, rt) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat(captured), torch.cat(targets)
 
 
+def _inference_copy(backbone: Backbone, rt) -> tuple[torch.nn.Module, int]:
+    """The backbone with its batch norms folded into its convolutions (`tl.models.folding`),
+    checked on a fixed random batch: the features it gives are the model's."""
+    size = backbone.data.input_size
+    probe = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0)).to(rt.device)
+    if rt.channels_last:
+        probe = probe.contiguous(memory_format=torch.channels_last)
+    model, folds = folding.fold_batchnorms(backbone.model.eval(), probe, backbone.head[-1])
+    if rt.channels_last:
+        model.to(memory_format=torch.channels_last)
+    return model, folds
+
+
 def extract(backbone: Backbone, splits, report, views: int, rt, prep, seed: int, batch_size: int,
             train_view_transform, val_view_transform) -> Features:
     """Run the frozen backbone once over val and over `views` views of train."""
-    model, head = backbone.model, backbone.model.get_submodule(backbone.head[-1])
-    model.eval()
+    model, folds = _inference_copy(backbone, rt)
+    if folds:
+        log.info("frozen pass: %d batch norm(s) folded into their convolutions", folds)
+    head = model.get_submodule(backbone.head[-1])
 
     def loader(ds, generator=None):
         return DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=0, generator=generator)
