@@ -1,5 +1,5 @@
 """`python -m tl`: the same as the `tl` command."""
 
-from tl.cli.main import main
+from tl.cli.main import entry
 
-raise SystemExit(main())
+entry()
