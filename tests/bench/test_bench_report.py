@@ -102,3 +102,21 @@ def test_a_continued_trial_reports_its_seconds_before_the_first_epoch():
     assert t["continued trial: seconds before its first epoch"]["met"]
     note = {r["measurement"]: r for r in report.rows(res)}["tl_continue_trial"]["note"]
     assert "0.40 s before its first epoch" in note and "store 0.10" in note and "epochs" not in note.split("(")[1]
+
+
+def test_the_ceiling_runs_epochs_of_the_runs_shape_and_reports_their_median_rate():
+    import torch
+    from torch import nn
+
+    from tl.bench import ceiling
+    from tl.runtime.machine import Runtime
+
+    calls = {"train": 0, "eval": 0}
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    net.register_forward_hook(lambda m, a, o: calls.__setitem__("train" if m.training else "eval",
+                                                               calls["train" if m.training else "eval"] + 1))
+    rt = Runtime(device=torch.device("cpu"), precision="fp32", precision_reason="test", channels_last=False,
+                 num_workers=0, cpu="test")
+    c = ceiling.measure(net, rt, n_train=5, n_val=3, epochs=2, batch=2, size=8)
+    assert calls == {"train": 1 + 2 * 3, "eval": 1 + 2 * 2}  # a warm-up each, then ceil(n / batch) per epoch
+    assert c["epoch_images_per_second"] > 0 and c["train_images_per_second"] > 0

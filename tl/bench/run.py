@@ -37,8 +37,8 @@ def _child(spec: dict) -> dict:
 
         rt = machine.resolve_runtime(OmegaConf.create({"device": "auto", "precision": "auto",
                                                        "channels_last": True, "num_workers": 0}))
-        c = ceiling.measure(torchvision.models.resnet18(num_classes=2), rt)
-        c["epoch_images_per_second"] = ceiling.epoch_rate(c, spec["n_train"], spec["n_val"])
+        c = ceiling.measure(torchvision.models.resnet18(num_classes=2), rt, spec["n_train"], spec["n_val"],
+                            spec["epochs"])
         c["precision"] = rt.precision
         return c
     if kind == "tl":
@@ -172,7 +172,7 @@ def run_all(args) -> dict:
 
     r18 = ["model=resnet18", "model.pretrained=false", f"trainer.epochs={E}"]
     if "r18" in args.scenarios:
-        step("ceiling_r18", {"kind": "ceiling", "n_train": n_train, "n_val": n_val})
+        step("ceiling_r18", {"kind": "ceiling", "n_train": n_train, "n_val": n_val, "epochs": E})
         step("baseline_r18_finetune", {"kind": "tutorial", "root": str(data), "model": "resnet18",
                                        "strategy": "finetune", "epochs": E, "pretrained": False})
         step("tl_r18_finetune", tl_spec(f"bench-{stamp}-r18-ft", [*ds, *r18, "strategy=finetune"], uri))
