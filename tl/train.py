@@ -8,8 +8,9 @@ from __future__ import annotations
 import os
 import sys
 
-from tl.runtime import collector, wait_policy
+from tl.runtime import collector, neighbours, wait_policy
 
+neighbours.mark()  # what other processes use while this one starts decides its threads
 wait_policy.apply()  # before anything below loads torch: OpenMP reads its wait policy only then
 if __name__ == "__main__":  # `python -m tl.train`; main() releases it once the imports below are done
     collector.hold()

@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tl.runtime import collector, wait_policy
+from tl.runtime import collector, neighbours, wait_policy
 
+neighbours.mark()  # as tl-train's entry: `tl rank` runs the backbones in this process
 wait_policy.apply()  # as tl-train's entry: `tl rank` loads torch in this process
 
 from tl.cli import runs  # noqa: E402

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from tl.errors import ConfigError, not_one_of
-from tl.runtime import wait_policy
+from tl.runtime import neighbours, wait_policy
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -96,28 +96,40 @@ def pinned_threads(n: int | None):
         torch.set_num_threads(before)  # a later run of this process starts from its own count
 
 
-def fit_threads() -> int:
-    """torch's intra-op threads at most the usable CPUs (more only wait for each other; OpenMP
-    counts the affinity mask, not a container's quota); exactly a pinned count.
+def fit_threads(spec="auto") -> int:
+    """torch's intra-op threads for a run: exactly a pinned count (a resumed run's, a
+    reproduction's); `trainer.threads=N`: N; `auto`: the usable CPUs (affinity, cgroup quota:
+    more threads than CPUs only wait for each other) less what other processes were using while
+    this process started (`tl.runtime.neighbours`, read once per process).
 
-    Not fewer when other processes are busy, though beside a CPU-bound neighbour fewer threads
-    are faster (resnet18 epoch on 2 cores beside a 2-thread matmul loop: 27.6 s with 2 threads,
-    12.2 s with 1): the thread count changes a run's numbers (a reduction split another way),
-    so a count read from the machine's load would make the same command train differently
-    from one start to the next. `OMP_NUM_THREADS=1` asks for it, logged with the run."""
+    Beside a CPU-bound neighbour an op split over every core waits at each barrier for the
+    thread the neighbour displaced (resnet18 epoch on 2 cores beside a 2-thread matmul loop:
+    27.6 s with 2 threads, 12.2 s with 1). The count changes a run's last digits (a reduction
+    split another way), so it is logged with the run, and a resumed run or a reproduction pins
+    the original's; `trainer.threads=N` computes the same way whatever the load."""
     global THREADS_REASON
     n = usable_cpus()
     if _PINNED:
         torch.set_num_threads(max(1, min(n, _PINNED[-1])))
         THREADS_REASON = f"pinned to the original run's {_PINNED[-1]}"
         return torch.get_num_threads()
-    if torch.get_num_threads() > n:
-        torch.set_num_threads(n)
-    THREADS_REASON = f"{n} usable CPU(s)" + (f", OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}"
-                                               if os.environ.get("OMP_NUM_THREADS") else "")
+    if spec != "auto":
+        if isinstance(spec, bool) or not isinstance(spec, int) or spec < 1:
+            raise ConfigError(f"trainer.threads={spec!r} must be auto or a whole number >= 1")
+        torch.set_num_threads(min(n, spec))
+        THREADS_REASON = f"trainer.threads={spec}" + (f", at most the {n} usable CPU(s)" if spec > n else "")
+        return torch.get_num_threads()
+    cap = min(n, _START_THREADS)  # torch's own default (OMP_NUM_THREADS, physical cores) may be lower
+    busy = neighbours.others()
+    # A core counts as taken when others kept it 75% busy: a browser's bursts leave every core.
+    torch.set_num_threads(cap if busy is None else max(1, min(cap, n - math.floor(busy + 0.25))))
+    THREADS_REASON = (f"{n} usable CPU(s)"
+                      + (f", OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}" if os.environ.get("OMP_NUM_THREADS") else "")
+                      + ("" if busy is None else f", other processes used {busy:.1f} of them as this process started"))
     return torch.get_num_threads()
 
 
+_START_THREADS = torch.get_num_threads()  # before any run changed it
 THREADS_REASON = ""  # why torch has the threads it has: logged with the run
 
 
@@ -208,7 +220,7 @@ def pick_channels_last(spec, device: torch.device) -> bool:
 
 
 def resolve_runtime(trainer_cfg) -> Runtime:
-    fit_threads()
+    fit_threads(trainer_cfg.get("threads", "auto"))
     device = pick_device(trainer_cfg.device)
     precision, reason = pick_precision(trainer_cfg.precision, device)
     return Runtime(
