@@ -10,10 +10,10 @@ import sys
 
 from tl.runtime import collector, neighbours, wait_policy
 
-neighbours.mark()  # what other processes use while this one starts decides its threads
 wait_policy.apply()  # before anything below loads torch: OpenMP reads its wait policy only then
-if __name__ == "__main__":  # `python -m tl.train`; main() releases it once the imports below are done
-    collector.hold()
+if __name__ == "__main__":  # `python -m tl.train`, not a library import (a test's, say)
+    neighbours.mark()  # what other processes use while this one starts decides its threads
+    collector.hold()  # main() releases it once the imports below are done
 
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
@@ -52,6 +52,7 @@ def main() -> None:
     """Exit status: 0 when every run finished; 1 when a run (or a sweep's job) failed or was
     killed in a parallel sweep; 2 when a single run's config, data or tracking server is wrong
     (the message, no traceback); 128 + the signal's number when a signal stopped this process."""
+    neighbours.mark()  # the `tl-train` script's start (kept where `python -m` marked earlier)
     collector.release()
     code, stopped_by = 0, None
     try:

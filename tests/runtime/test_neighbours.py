@@ -64,3 +64,9 @@ def test_a_count_that_is_not_a_whole_number_is_refused_naming_the_key(threads):
 
     with pytest.raises(ConfigError, match="trainer.threads='two' must be auto or a whole number"):
         machine.fit_threads("two")
+
+
+def test_importing_the_commands_as_a_library_opens_no_window():
+    code = ("import tl.train, tl.cli.main; from tl.runtime import neighbours;"
+            "assert 'mark' not in neighbours._state and neighbours.others() is None")
+    subprocess.run([sys.executable, "-c", code], check=True)

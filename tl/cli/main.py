@@ -11,7 +11,6 @@ import sys
 
 from tl.runtime import collector, neighbours, wait_policy
 
-neighbours.mark()  # as tl-train's entry: `tl rank` runs the backbones in this process
 wait_policy.apply()  # as tl-train's entry: `tl rank` loads torch in this process
 
 from tl.cli import runs  # noqa: E402
@@ -148,7 +147,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def entry() -> None:
     """The `tl` command: main()'s exit status, after a shutdown that does not scan what lives
-    until exit (`tl.runtime.collector`: 2 s saved once torch and MLflow are loaded)."""
+    until exit (`tl.runtime.collector`: 2 s saved once torch and MLflow are loaded). Its
+    start opens the window that decides the threads of the runs it makes (`tl rank`), as
+    tl-train's does; `main()` called as a library leaves them every usable CPU."""
+    neighbours.mark()
     code = main()
     collector.before_exit()
     sys.exit(code)

@@ -50,8 +50,7 @@ def _own_seconds() -> float:
 
 
 def mark() -> None:
-    """Start the window (tl's entry points call this first; a second call, `python -m`
-    importing its entry module again, keeps the first)."""
+    """Start the window (tl's commands call this first; a later call keeps the first mark)."""
     if "mark" in _state:
         return
     busy = _busy_seconds(_affinity())
