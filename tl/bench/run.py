@@ -229,14 +229,23 @@ def _screen(args, step, cold, ds, uri, stamp) -> None:
 
 
 def _neighbour(step, ds, uri, stamp) -> None:
-    """One tl epoch (resnet18 partial_freeze) alone, beside a CPU-bound neighbour, and beside it
-    with OpenMP's spinning waits (what tl's passive default replaces)."""
+    """One tl epoch (resnet18 partial_freeze) alone and beside a CPU-bound neighbour, at tl's
+    default threads; then beside it with every core's thread (`trainer.threads`), with passive
+    and with spinning OpenMP waits: the wait policy matters where threads outnumber free cores."""
     r18 = [*ds, "model=resnet18", "model.pretrained=false", "strategy=partial_freeze",
            "strategy.frozen_stages=3", "trainer.epochs=1"]
+    every = f"trainer.threads={_usable_cpus()}"
     step("tl_epoch_alone", tl_spec(f"bench-{stamp}-alone", r18, uri))
     step("tl_epoch_beside_neighbour", tl_spec(f"bench-{stamp}-beside", r18, uri), beside=True)
-    step("tl_epoch_beside_neighbour_spinning", tl_spec(f"bench-{stamp}-spin", r18, uri),
+    step("tl_epoch_beside_neighbour_every_core", tl_spec(f"bench-{stamp}-every", [*r18, every], uri), beside=True)
+    step("tl_epoch_beside_neighbour_spinning", tl_spec(f"bench-{stamp}-spin", [*r18, every], uri),
          {"OMP_WAIT_POLICY": "ACTIVE"}, beside=True)
+
+
+def _usable_cpus() -> int:
+    from tl.runtime.machine import usable_cpus
+
+    return usable_cpus()
 
 
 def _cpu() -> str:

@@ -130,7 +130,8 @@ def _folder_splits(cfg, root: Path, data: DataConfig, cache_mb: float, cache_sca
     log.info("%s", layout.line(summary))  # before decoding: a wrong layout shows at once
     # Train images keep room for random resized crops; val needs exactly the resize size.
     budget = int(cache_mb * 2**20)
-    train_ds, used = _image_dataset(train, _train_tf(cfg, data), math.ceil(data.input_size * cache_scale), budget)
+    train_ds, used = _image_dataset(train, _train_tf(cfg, data), math.ceil(round(data.input_size * cache_scale, 6)),
+                                    budget)
     val_ds, used_val = _image_dataset(val, val_transform(data), data.resize_size, budget - used)
     test_ds = None
     if test:

@@ -43,7 +43,7 @@ from tl.data import identity
 
 log = logging.getLogger(__name__)
 
-FORMAT = 7  # bump when what is cached, or how, changes (7: batch norms folded for the pass)
+FORMAT = 7  # bump when what is cached, or how, changes (7: batch norms folded; one view decoded at val's size)
 # A temp file its writer stopped writing this long ago is dead, whoever wrote it (another host
 # sharing the cache, or a name without a writer): saving even a large entry takes seconds.
 STALE_TEMP_SECONDS = 15 * 60
@@ -248,7 +248,11 @@ def obtain(cfg, backbone: Backbone, rt, prep) -> tuple[Features, str, Path]:
         backbone.model.to(rt.device)
         return feats, "hit", path
     started = time.perf_counter()
-    splits = datasets.build_splits(cfg.dataset, backbone.data, t.image_cache_mb, t.image_cache_scale)
+    # One view is the val-style crop of each train image: decoded at val's size, not with the
+    # room random crops need (no resize of every train image at the pass).
+    scale = (t.image_cache_scale if int(fc.views) > 1
+             else backbone.data.resize_size / backbone.data.input_size)
+    splits = datasets.build_splits(cfg.dataset, backbone.data, t.image_cache_mb, scale)
     if not backbone.head:  # a later phase keeps the head trained so far
         backbones.attach_head(backbone, len(splits.classes), cfg.model.get("stages"))
     backbone.model.to(rt.device)
