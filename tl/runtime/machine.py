@@ -119,7 +119,9 @@ def fit_threads(spec="auto") -> int:
         torch.set_num_threads(min(n, spec))
         THREADS_REASON = f"trainer.threads={spec}" + (f", at most the {n} usable CPU(s)" if spec > n else "")
         return torch.get_num_threads()
-    cap = min(n, _START_THREADS)  # torch's own default (OMP_NUM_THREADS, physical cores) may be lower
+    # Only ever lowered here: what the process was given (OMP_NUM_THREADS, torch's physical
+    # cores, a parallel sweep job's share or its launcher's grant) may be fewer.
+    cap = min(n, torch.get_num_threads())
     busy = neighbours.others()
     # A core counts as taken when others kept it 75% busy: a browser's bursts leave every core.
     torch.set_num_threads(cap if busy is None else max(1, min(cap, n - math.floor(busy + 0.25))))
@@ -129,7 +131,6 @@ def fit_threads(spec="auto") -> int:
     return torch.get_num_threads()
 
 
-_START_THREADS = torch.get_num_threads()  # before any run changed it
 THREADS_REASON = ""  # why torch has the threads it has: logged with the run
 
 
