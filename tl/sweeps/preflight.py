@@ -56,10 +56,11 @@ def job_overrides(config: DictConfig) -> list[list[str]] | None:
 def compose_once(loader) -> None:
     """Compose each job's config once for the launch: Hydra's basic sweeper composes every
     job to check its batch and the launcher composes it again, about 0.2 s each (a 5-run
-    sweep's later runs took 1 s each). The loader hands out copies of the first composition
-    from the same master config, Hydra overrides and job overrides, which is the same config
-    (its resolved values' cache copied again, as Hydra does). This check's own compositions
-    come before the sweep callback adds its parent run to the Hydra overrides: not shared."""
+    sweep's later runs took 1 s each). The launcher gets the first composition from the same
+    master config, Hydra overrides and job overrides, which is the same config (its resolved
+    values' cache copied again, as Hydra does); it is then dropped, so a batch's configs are
+    held, not a long sweep's. This check's own compositions come before the sweep callback
+    adds its parent run to the Hydra overrides: it composes without the memo."""
     if getattr(loader, "_tl_composed", None) is not None:
         return
     memo: dict[tuple, tuple[DictConfig, DictConfig]] = {}
@@ -68,10 +69,12 @@ def compose_once(loader) -> None:
     def load_sweep_config(master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
         key = (id(master_config), tuple(OmegaConf.to_container(master_config.hydra.overrides.hydra)),
                tuple(sweep_overrides))
-        if key not in memo or memo[key][0] is not master_config:  # held: its id is not reused
-            memo[key] = (master_config, compose(master_config, sweep_overrides))
-        cfg = copy.deepcopy(memo[key][1])
-        OmegaConf.copy_cache(from_config=master_config, to_config=cfg)
+        held = memo.pop(key, None)
+        if held is not None and held[0] is master_config:  # held, so its id was not reused
+            return held[1]  # the launcher's: nobody else holds it
+        cfg = compose(master_config, sweep_overrides)
+        memo[key] = (master_config, copy.deepcopy(cfg))
+        OmegaConf.copy_cache(from_config=master_config, to_config=memo[key][1])
         return cfg
 
     loader.load_sweep_config = load_sweep_config
@@ -81,7 +84,6 @@ def compose_once(loader) -> None:
 def problems(config: DictConfig, jobs: list[list[str]], checks: Sequence[Callable]) -> dict[int, str]:
     """Job index -> why that job's config cannot work, for the jobs that cannot."""
     loader = GlobalHydra.instance().config_loader()
-    compose_once(loader)
     found = {}
     for i, overrides in enumerate(jobs):
         try:
@@ -102,6 +104,7 @@ def check(config: DictConfig, check_names: Sequence[str]) -> None:
     bad = problems(config, jobs, [get_method(name) for name in check_names])
     if bad:
         raise SweepConfigError(describe(jobs, bad))
+    compose_once(GlobalHydra.instance().config_loader())
     log.info("checked the configs of the sweep's %d jobs", len(jobs))
 
 
