@@ -117,7 +117,13 @@ def _image_dataset(samples, transform, side: int, cache_bytes: int):
     return ds, ds.cached_bytes
 
 
-def _folder_splits(cfg, root: Path, data: DataConfig, cache_mb: float, cache_scale: float) -> Splits:
+def decoded_side(data: DataConfig, cache_scale: float) -> int:
+    """The shorter side train images are decoded at: room for random resized crops."""
+    return math.ceil(data.input_size * cache_scale)
+
+
+def _folder_splits(cfg, root: Path, data: DataConfig, cache_mb: float, cache_scale: float,
+                   train_side: int | None) -> Splits:
     seed = int(cfg.get("split_seed", 0))
     found = layout.find(root, cfg.get("splits"))
     layout.note_set_aside(found)
@@ -130,8 +136,7 @@ def _folder_splits(cfg, root: Path, data: DataConfig, cache_mb: float, cache_sca
     log.info("%s", layout.line(summary))  # before decoding: a wrong layout shows at once
     # Train images keep room for random resized crops; val needs exactly the resize size.
     budget = int(cache_mb * 2**20)
-    train_ds, used = _image_dataset(train, _train_tf(cfg, data), math.ceil(round(data.input_size * cache_scale, 6)),
-                                    budget)
+    train_ds, used = _image_dataset(train, _train_tf(cfg, data), train_side or decoded_side(data, cache_scale), budget)
     val_ds, used_val = _image_dataset(val, val_transform(data), data.resize_size, budget - used)
     test_ds = None
     if test:
@@ -173,12 +178,14 @@ def materialise(cfg) -> Path:
     return root
 
 
-def build_splits(cfg, data: DataConfig, cache_mb: float = 0, cache_scale: float = 1.5) -> Splits:
-    """Train/val datasets of uint8 images. `cache_mb` > 0 decodes image files once into memory."""
+def build_splits(cfg, data: DataConfig, cache_mb: float = 0, cache_scale: float = 1.5,
+                 train_side: int | None = None) -> Splits:
+    """Train/val datasets of uint8 images. `cache_mb` > 0 decodes image files once into memory,
+    train's at `train_side` (default `decoded_side`)."""
     root = materialise(cfg)
     if cfg.name == "cifar10":
         return _cifar_splits(cfg, root, data)
-    return _folder_splits(cfg, root, data, cache_mb, cache_scale)
+    return _folder_splits(cfg, root, data, cache_mb, cache_scale, train_side)
 
 
 def _seed_worker(worker_id: int) -> None:

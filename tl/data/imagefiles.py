@@ -127,14 +127,10 @@ def split_classes(train_dir: Path, val_dir: Path) -> list[str]:
     return classes
 
 
-def check_image(path: Path) -> str | None:
-    """None if the file decodes as an image, else why not."""
-    return check_images([path])[path]
-
-
 def check_images(paths: list[Path]) -> dict[Path, str | None]:
-    """`check_image` of each file: PIL's decode on worker threads, beside one pass of libjpeg's
-    own check over the JPEGs (PIL and torchvision's decoders release the GIL)."""
+    """Each file's verdict: None if it decodes as an image, else why not. PIL's decode runs on
+    worker threads beside one pass of libjpeg's own check over the JPEGs (PIL and
+    torchvision's decoders release the GIL)."""
     with warnings.catch_warnings():  # set once, here: the worker threads share these filters
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         warnings.filterwarnings("ignore", module="torchvision")  # its decoders' deprecation notice
@@ -220,7 +216,7 @@ def jpeg_damage(paths: list[Path]) -> dict[Path, str]:
 
 
 def checked(paths: list[Path]) -> dict[Path, str | None]:
-    """`check_image` of each file, remembered per (path, size, mtime, ctime, inode) in the
+    """`check_images` of the files, remembered per (path, size, mtime, ctime, inode) in the
     user's cache: every file is decoded in full once (twice for a JPEG), and a sweep's later
     runs, or a rerun, over unchanged files only stat them. Any write to a file changes its
     ctime, which no tool can set back, so an edited file is checked again."""

@@ -28,7 +28,7 @@ def fold_batchnorms(model: nn.Module, probe: torch.Tensor, features_of: str) -> 
     """(an eval-mode copy of `model` with the foldable batch norms folded, how many), or
     (`model`, 0) when none folds or the copy's input to `features_of` (a module's name) on
     `probe` differs from the original's. `model`'s weights are never changed."""
-    pairs = _conv_norm_pairs(model, probe)
+    pairs, features = _conv_norm_pairs(model, probe, features_of)
     if not pairs:
         return model, 0
     folded = copy.deepcopy(model).eval()
@@ -40,7 +40,7 @@ def fold_batchnorms(model: nn.Module, probe: torch.Tensor, features_of: str) -> 
         parent, _, leaf = norm_name.rpartition(".")
         rest = nn.Sequential(norm.drop, norm.act) if type(norm).__name__ == _NORM_ACT else nn.Identity()
         setattr(folded.get_submodule(parent), leaf, rest)
-    if not _same(_features(model, probe, features_of), _features(folded, probe, features_of)):
+    if not _same(features, _features(folded, probe, features_of)):
         return model, 0
     return folded, len(pairs)
 
@@ -51,12 +51,18 @@ def _foldable_norm(m: nn.Module) -> bool:
 
 
 @torch.inference_mode()
-def _conv_norm_pairs(model: nn.Module, probe: torch.Tensor) -> list[tuple[str, str]]:
+def _conv_norm_pairs(model: nn.Module, probe: torch.Tensor,
+                     features_of: str) -> tuple[list[tuple[str, str]], torch.Tensor]:
+    """(the (convolution, norm) names to fold, the original's features on `probe`), from one
+    forward."""
     calls = []  # (name, module, input's data_ptr, output's data_ptr), in the order they ran
     hooks = [m.register_forward_hook(lambda m, args, out, name=name: calls.append(
                  (name, m, args[0].data_ptr() if args and torch.is_tensor(args[0]) else None,
                   out.data_ptr() if torch.is_tensor(out) else None)))
              for name, m in model.named_modules() if isinstance(m, nn.Conv2d) or _foldable_norm(m)]
+    captured = []
+    hooks.append(model.get_submodule(features_of).register_forward_pre_hook(
+        lambda m, args: captured.append(args[0].float())))
     try:
         model.eval()(probe)
     finally:
@@ -70,7 +76,7 @@ def _conv_norm_pairs(model: nn.Module, probe: torch.Tensor) -> list[tuple[str, s
         if (isinstance(conv, nn.Conv2d) and _foldable_norm(norm) and c_out is not None and c_out == n_in
                 and runs[c_name] == 1 and runs[n_name] == 1 and norm.num_features == conv.out_channels):
             pairs.append((c_name, n_name))
-    return pairs
+    return pairs, captured[0]
 
 
 @torch.inference_mode()

@@ -250,14 +250,11 @@ def obtain(cfg, backbone: Backbone, rt, prep) -> tuple[Features, str, Path]:
     started = time.perf_counter()
     # One view is the val-style crop of each train image: decoded at val's size, not with the
     # room random crops need (no resize of every train image at the pass).
-    scale = (t.image_cache_scale if int(fc.views) > 1
-             else backbone.data.resize_size / backbone.data.input_size)
-    splits = datasets.build_splits(cfg.dataset, backbone.data, t.image_cache_mb, scale)
+    splits = datasets.build_splits(cfg.dataset, backbone.data, t.image_cache_mb, t.image_cache_scale,
+                                   train_side=backbone.data.resize_size if int(fc.views) == 1 else None)
     if not backbone.head:  # a later phase keeps the head trained so far
         backbones.attach_head(backbone, len(splits.classes), cfg.model.get("stages"))
-    backbone.model.to(rt.device)
-    if rt.channels_last:  # only now does the backbone run
-        backbone.model.to(memory_format=torch.channels_last)
+    backbone.model.to(rt.device)  # channels_last, where it pays, for the copy that runs (`extract`)
     feats = extract(backbone, splits, checks.check(splits), int(fc.views), rt, prep, int(t.seed),
                     t.get("eval_batch_size") or t.batch_size, train_view_transform=splits.train.transform,
                     val_view_transform=val_transform(backbone.data))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import time
 from dataclasses import dataclass, field, replace
 
@@ -196,7 +195,7 @@ def _image_job(cfg, backbone, rt, prep, generator, frozen: int) -> Job:
     if _augment_on_device(t, rt, splits):
         d = backbone.data
         train_loader = device_batches.DeviceTrainBatches(
-            splits.train.images, splits.train.targets, math.ceil(d.input_size * t.image_cache_scale),
+            splits.train.images, splits.train.targets, datasets.decoded_side(d, t.image_cache_scale),
             d.input_size, t.batch_size, rt.device, int(t.seed),
             scale=cfg.dataset.get("crop_scale") or (0.08, 1.0), hflip=bool(cfg.dataset.get("hflip", True)))
     cached = sum(getattr(ds, "cached_bytes", 0) for ds in (splits.train, splits.val, splits.test) if ds is not None)
