@@ -1,13 +1,10 @@
 """What a sweep's runs no longer repeat, each with what it must keep: a head on cached features
 checkpoints only the head yet resumes exactly; fast epochs write together yet log every epoch;
-a backbone built once per process gives each run what a fresh build would; a sample grid drawn
-once gives each run the picture a fresh drawing would."""
+a backbone built once per process gives each run what a fresh build would."""
 
-import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
-from PIL import Image
 
 from tests.conftest import compose_cfg
 from tests.helpers.callbacks import sigterm_after
@@ -17,8 +14,7 @@ from tl.models import backbones, pristine
 from tl.runtime import parallel, signals
 from tl.tracking.readback import history
 from tl.train import train
-from tl.training import checkpoints, diagnostic_figures
-from tl.training.diagnostic_figures import FIGURES
+from tl.training import checkpoints
 
 def checkpoint_dir(client, run_id):
     return checkpoints.local_dir(client.get_run(run_id).info.artifact_uri) / checkpoints.FOLDER
@@ -128,24 +124,6 @@ def test_another_seed_or_config_builds_anew():
     pristine.clear()
 
 
-def samples(flip: int):
-    g = torch.Generator().manual_seed(0)
-    images = [torch.randint(0, 255, (3, 40, 40), dtype=torch.uint8, generator=g) for _ in range(6)]
-    return [(img, i % 2, (i + flip) % 2 if i < 3 else i % 2) for i, img in enumerate(images)]
-
-
-def test_a_redrawn_sample_grid_equals_a_fresh_drawing_pixel_for_pixel(tmp_path):
-    FIGURES.clear()
-    FIGURES.sample_grid(samples(0), ["ants", "bees"]).save(tmp_path / "first.png")
-    grid = FIGURES.sample_grid(samples(1), ["ants", "bees"])  # same images, other predictions
-    assert FIGURES.last_grid is grid
-    grid.save(tmp_path / "reused.png")
-    diagnostic_figures.plot_samples(samples(1), ["ants", "bees"]).savefig(tmp_path / "fresh.png", dpi=100)
-    reused, fresh = (np.asarray(Image.open(tmp_path / f"{n}.png")) for n in ("reused", "fresh"))
-    assert reused.shape == fresh.shape and np.array_equal(reused, fresh)
-    assert not np.array_equal(reused, np.asarray(Image.open(tmp_path / "first.png")))
-
-
 def test_threads_are_limited_for_the_block_and_restored_after():
     before = torch.get_num_threads()
     with parallel.intra_op_threads(1):
@@ -153,17 +131,3 @@ def test_threads_are_limited_for_the_block_and_restored_after():
     assert torch.get_num_threads() == before
     with parallel.intra_op_threads(None):
         assert torch.get_num_threads() == before
-
-
-def test_a_redrawn_confusion_matrix_equals_a_fresh_drawing_pixel_for_pixel(tmp_path):
-    FIGURES.clear()
-    classes = ["ants", "bees", "wasps"]
-    first = FIGURES.confusion([[5, 1, 0], [0, 6, 0], [2, 0, 4]], classes)
-    first.save(tmp_path / "first.png")
-    redrawn = [[3, 3, 0], [1, 5, 0], [0, 0, 6]]  # same class sizes, other counts
-    assert FIGURES.confusion(redrawn, classes) is first
-    first.save(tmp_path / "reused.png")
-    diagnostic_figures.plot_confusion(redrawn, classes).savefig(tmp_path / "fresh.png", dpi=100)
-    reused, fresh = (np.asarray(Image.open(tmp_path / f"{n}.png")) for n in ("reused", "fresh"))
-    assert reused.shape == fresh.shape and np.array_equal(reused, fresh)
-    assert not np.array_equal(reused, np.asarray(Image.open(tmp_path / "first.png")))

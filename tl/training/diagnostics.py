@@ -18,7 +18,7 @@ from tl.data.imagefiles import display
 from tl.runtime import timeline
 from tl.runtime.io import load_tensors
 from tl.tracking import store
-from tl.training.diagnostic_figures import FIGURES
+from tl.training import diagnostic_figures as figures
 from tl.training.predictions import MAX_SAMPLES, Predictions, predict, spread
 from tl.training.scores import confusion, per_class, summary
 
@@ -39,9 +39,9 @@ def log_diagnostics(client, run_id: str, targets: list[int], preds: list[int], c
         d = Path(tmp)
         _write_confusion(d, matrix, classes)
         _write_scores(d, scores, matrix)
-        FIGURES.confusion(matrix, classes, split).save(d / "confusion_matrix.png")
+        figures.save(figures.confusion_image(matrix, classes, split), d / "confusion_matrix.png")
         if samples:
-            FIGURES.sample_grid(samples, classes).save(d / "predictions.png")
+            figures.save(figures.samples_image(samples, classes), d / "predictions.png")
         client.log_artifacts(run_id, str(d), artifact_dir)
 
 
