@@ -69,7 +69,7 @@ def test_log_diagnostics_logs_the_matrix_the_scores_and_a_sample_grid(store, tmp
     logged = {a.path for a in client.list_artifacts(run_id, "diagnostics")}
     assert logged == {f"diagnostics/{f}" for f in (
         "confusion_matrix.png", "confusion_matrix.csv", "confusion_matrix.json",
-        "per_class.csv", "per_class.json", "predictions.png")}
+        "per_class.csv", "per_class.json", "predictions.jpg")}
     rows = list(csv.reader(io.StringIO(read(client, run_id, "diagnostics/confusion_matrix.csv", tmp_path))))
     assert rows == [["true \\ predicted", *CLASSES], ["ants", "1", "0", "0"], ["bees", "0", "1", "1"],
                     ["wasps", "0", "0", "1"]]
@@ -84,7 +84,7 @@ def test_a_finished_run_logs_diagnostics_of_its_best_checkpoint(fast_overrides, 
     (run,) = client.search_runs([client.get_experiment_by_name("tl").experiment_id])
     logged = {a.path for a in client.list_artifacts(run.info.run_id, "diagnostics")}
     assert {"diagnostics/confusion_matrix.png", "diagnostics/per_class.csv",
-            "diagnostics/predictions.png"} <= logged
+            "diagnostics/predictions.jpg"} <= logged
     summary = json.loads(read(client, run.info.run_id, "diagnostics/per_class.json", tmp_path))
     assert summary["images"] == 8  # 4 val images in each of 2 classes
     assert summary["accuracy"] == pytest.approx(best)  # the best checkpoint, not the last epoch
@@ -96,7 +96,7 @@ def test_a_freeze_run_on_cached_features_still_shows_its_predictions(fast_overri
     client = MlflowClient(store)
     for run in client.search_runs([client.get_experiment_by_name("tl").experiment_id]):
         logged = {a.path for a in client.list_artifacts(run.info.run_id, "diagnostics")}
-        assert "diagnostics/predictions.png" in logged, run.data.params["runtime.feature_cache"]
+        assert "diagnostics/predictions.jpg" in logged, run.data.params["runtime.feature_cache"]
 
 
 def test_sample_images_are_spread_over_the_val_set():

@@ -69,11 +69,11 @@ def test_a_run_with_a_test_split_logs_test_metrics_and_diagnostics_beside_val(tm
     assert history(client, run.info.run_id, "test_acc") == [(3, m["test_acc"])]  # once, at the end
     assert p["data.test_images"] == "10" and p["data.val_images"] == "8"
     names = {a.path for a in client.list_artifacts(run.info.run_id, "diagnostics")}
-    assert {"diagnostics/confusion_matrix.csv", "diagnostics/per_class.json", "diagnostics/predictions.png",
+    assert {"diagnostics/confusion_matrix.csv", "diagnostics/per_class.json", "diagnostics/predictions.jpg",
             "diagnostics/test"} <= names
     test_names = {a.path for a in client.list_artifacts(run.info.run_id, "diagnostics/test")}
     assert {"diagnostics/test/confusion_matrix.csv", "diagnostics/test/per_class.json",
-            "diagnostics/test/predictions.png"} <= test_names
+            "diagnostics/test/predictions.jpg"} <= test_names
     import json
 
     local = client.download_artifacts(run.info.run_id, "diagnostics/test/per_class.json", str(tmp_path))

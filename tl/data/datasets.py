@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from tl.data import decoded, layout, sources
+from tl.data import ahead, decoded, layout, sources
 from tl.data.batches import EpochLoader
 from tl.data.imagefiles import load_rgb
 from tl.data.transforms import train_transform, val_transform  # noqa: F401 (re-exported)
@@ -125,6 +125,7 @@ def decoded_side(data: DataConfig, cache_scale: float) -> int:
 def _folder_splits(cfg, root: Path, data: DataConfig, cache_mb: float, cache_scale: float,
                    train_side: int | None) -> Splits:
     seed = int(cfg.get("split_seed", 0))
+    ahead.wait()  # a child checking these files as the run started: its results are this scan's
     found = layout.find(root, cfg.get("splits"))
     layout.note_set_aside(found)
     classes, samples, skipped, how = layout.collect(found, cfg.get("val_fraction"), cfg.get("test_fraction"), seed)

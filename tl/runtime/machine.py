@@ -122,9 +122,9 @@ def fit_threads(spec="auto") -> int:
     # Only ever lowered here: what the process was given (OMP_NUM_THREADS, torch's physical
     # cores, a parallel sweep job's share or its launcher's grant) may be fewer.
     cap = min(n, torch.get_num_threads())
+    free = neighbours.free_cores(n)
     busy = neighbours.others()
-    # A core counts as taken when others kept it 75% busy: a browser's bursts leave every core.
-    torch.set_num_threads(cap if busy is None else max(1, min(cap, n - math.floor(busy + 0.25))))
+    torch.set_num_threads(cap if free is None else max(1, min(cap, free)))
     THREADS_REASON = (f"{n} usable CPU(s)"
                       + (f", OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}" if os.environ.get("OMP_NUM_THREADS") else "")
                       + ("" if busy is None else f", other processes used {busy:.1f} of them as this process started"))

@@ -13,6 +13,7 @@ in-process sweep all use the same count.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 
@@ -71,3 +72,10 @@ def others() -> float | None:
         value = max(0.0, (busy - start[1]) - (_own_seconds() - start[2])) / wall
     _state["others"] = value
     return value
+
+
+def free_cores(usable: int) -> int | None:
+    """`usable` CPUs less those other processes took in the window; None without a reading. A
+    core counts as taken when others kept it 75% busy: a browser's bursts leave every core."""
+    busy = others()
+    return None if busy is None else usable - math.floor(busy + 0.25)

@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobStatus
 from hydra.errors import CompactHydraException
@@ -31,6 +32,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from tl.data import ahead
 from tl.errors import TLError
 from tl.runtime import signals
 from tl.sweeps import launchers, preflight
@@ -114,17 +116,25 @@ class MlflowSweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         SWEEP.begin()
         launchers.adopt(config)
+        # Each job's config is recomposed from the Hydra overrides plus its own (Hydra's
+        # load_sweep_config), so this one reaches every job, in any launcher. Its value, the
+        # parent run, is created once the jobs are checked (`_start`).
+        with read_write(config.hydra), open_dict(config.hydra):
+            config.hydra.overrides.hydra.append(f"++hydra.job.env_set.{PARENT_ENV}={preflight.PENDING}")
         try:
-            preflight.check(config, self.checks)
+            first = preflight.check(config, self.checks)
         except preflight.SweepConfigError as e:
             # A user error: the message, no traceback, exit status 2 as for a single run. Raised
             # as SystemExit, which Hydra lets through (any other exception here it turns into a
             # warning, and the sweep would go on).
             print(f"tl-train: error: {e}", file=sys.stderr)
             raise SystemExit(2) from None
+        if first is not None and launchers.kind(config.hydra.launcher) == "basic":
+            ahead.start(first.dataset)  # its images checked on a spare core while the store opens
         try:
             self._start(config)
         except Exception as e:
+            ahead.stop()
             SWEEP.refuse(e)
             raise
 
@@ -143,10 +153,7 @@ class MlflowSweepCallback(Callback):
                   "tl.overrides": redact.text(" ".join(overrides)), "tl.git_commit": store.git_commit()},
         )
         parent = Parent(uri, exp_id, run.info.run_id)
-        # Each job's config is recomposed from these overrides plus its own (hydra's
-        # load_sweep_config), so this one reaches every job, in any launcher.
-        with read_write(config.hydra), open_dict(config.hydra):
-            config.hydra.overrides.hydra.append(f"++hydra.job.env_set.{PARENT_ENV}={parent.run_id}")
+        preflight.settle(GlobalHydra.instance().config_loader(), config, PARENT_ENV, parent.run_id)
         SWEEP.parents.append(parent)
         log.info("sweep parent run %s in experiment %s", parent.run_id, exp_id)
 

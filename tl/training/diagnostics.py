@@ -41,7 +41,7 @@ def log_diagnostics(client, run_id: str, targets: list[int], preds: list[int], c
         _write_scores(d, scores, matrix)
         figures.save(figures.confusion_image(matrix, classes, split), d / "confusion_matrix.png")
         if samples:
-            figures.save(figures.samples_image(samples, classes), d / "predictions.png")
+            figures.save(figures.samples_image(samples, classes), d / "predictions.jpg")
         client.log_artifacts(run_id, str(d), artifact_dir)
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from tl.data import ahead
 from tl.runtime import cost, machine, parallel, timeline
 from tl.sweeps import sweep
 from tl.tracking import redact, store
@@ -43,6 +44,15 @@ def train(cfg: DictConfig, extra_tags: dict[str, str] | None = None) -> RunResul
     overrides, out_dir = lifecycle.hydra_job()
     entered = time.perf_counter()
     trace = timeline.begin()
+    if not sweep.in_multirun():  # a sweep's callback started it before opening the store
+        ahead.start(cfg.dataset)  # the images are checked on a spare core while the store opens
+    try:
+        return _train(cfg, extra_tags, overrides, out_dir, entered, trace)
+    finally:
+        ahead.stop()  # a run that failed before its scan leaves no child behind
+
+
+def _train(cfg: DictConfig, extra_tags, overrides, out_dir, entered: float, trace) -> RunResult:
     if cfg.get("resume"):
         with resume.claimed(cfg):
             with timeline.part("store"):
