@@ -125,3 +125,15 @@ def test_the_ceiling_runs_epochs_of_the_runs_shape_and_reports_their_median_rate
     c = ceiling.measure(net, rt, n_train=5, n_val=3, epochs=2, batch=2, size=8)
     assert calls == {"train": 1 + 2 * 3, "eval": 1 + 2 * 2}  # a warm-up each, then ceil(n / batch) per epoch
     assert c["epoch_images_per_second"] > 0 and c["train_images_per_second"] > 0
+
+
+def test_repeated_rows_keep_their_median_run_and_the_sweep_is_judged_pair_by_pair():
+    # Three turns on a drifting machine: the sweep over the single run beside it each time.
+    one = {**tl_result(1e5, acc=0.95, wall=11.0, cache="miss"), "walls": [10.0, 11.0, 14.0]}
+    sweep = {**tl_result(1e5, wall=13.0, cache="hit", n=5), "walls": [12.0, 13.0, 19.6],
+             "ratios": [1.2, 13.0 / 11.0, 1.4]}
+    t = {x["target"]: x for x in report.targets({**results(), "tl_lite0_freeze": one, "tl_lite0_freeze_lr_sweep": sweep})}
+    assert t["5-run lr sweep / one run, wall"]["value"] == 1.2 and t["5-run lr sweep / one run, wall"]["met"]
+    assert t["lite0 freeze end to end, tutorial / tl"]["value"] == 300.0 / 11.0
+    note = {r["measurement"]: r for r in report.rows({**results(), "tl_lite0_freeze": one})}["tl_lite0_freeze"]["note"]
+    assert note.endswith("median of 10.0, 11.0, 14.0 s")

@@ -21,6 +21,7 @@ def rows(res: dict) -> list[dict]:
         if not isinstance(r, dict) or "wall_seconds" not in r:
             continue
         row = {"measurement": key, "wall_s": r["wall_seconds"], "peak_rss_mb": r["peak_rss_mb"]}
+        repeats = f"; median of {', '.join(f'{w:.1f}' for w in r['walls'])} s" if len(r.get("walls", [])) > 1 else ""
         if key.startswith("baseline"):
             row.update(epoch_img_s=_baseline_ips(r), best_val_acc=r["best_val_acc"])
         elif key.startswith("ceiling"):
@@ -36,7 +37,7 @@ def rows(res: dict) -> list[dict]:
                    if x["epoch_images_per_second"] and x["feature_cache"] not in ("hit", "miss")]
             row.update(epoch_img_s=statistics.median(ips) if ips else None,
                        best_val_acc=max(accs) if accs else None,
-                       note=_note(runs))
+                       note=_note(runs) + repeats)
         out.append(row)
     return out
 
@@ -98,12 +99,15 @@ def targets(res: dict) -> list[dict]:
         r = fp32["wall_seconds"] / auto["wall_seconds"]
         add(f"lite0 freeze end to end, fp32 / {precision} (auto)", r, ">= 1 (auto is no slower)", r >= 1.0)
     if "tl_lite0_freeze_lr_sweep" in res and "tl_lite0_freeze" in res:
-        sweep, one = res["tl_lite0_freeze_lr_sweep"]["wall_seconds"], res["tl_lite0_freeze"]["wall_seconds"]
-        n = len(res["tl_lite0_freeze_lr_sweep"]["runs"])
-        add(f"{n}-run lr sweep / one run, wall", sweep / one, "<= 1.3", sweep / one <= 1.3)
+        s = res["tl_lite0_freeze_lr_sweep"]
+        sweep, one = s["wall_seconds"], res["tl_lite0_freeze"]["wall_seconds"]
+        # Taken in turns, each sweep over the single run beside it: the median of those ratios.
+        r = statistics.median(s["ratios"]) if s.get("ratios") else sweep / one
+        n = len(s["runs"])
+        add(f"{n}-run lr sweep / one run, wall", r, "<= 1.3", r <= 1.3)
         if n > 1:
-            add("seconds per further run of the sweep", (sweep - one) / (n - 1), f"<= {0.3 * one / (n - 1):.2f}",
-                sweep / one <= 1.3)
+            add("seconds per further run of the sweep", (r - 1) * one / (n - 1), f"<= {0.3 * one / (n - 1):.2f}",
+                r <= 1.3)
     _screen_targets(res, add)
     if "answer_grid" in res:  # tl answer against the full grid (tl.bench.answer_grid)
         v = res["answer_grid"]["verdict"]

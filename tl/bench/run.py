@@ -170,6 +170,21 @@ def run_all(args) -> dict:
         res[key] = measure(spec, env, out / f"{key}.log", beside)
         print(f"[bench] {key}: {res[key]['wall_seconds']:.1f}s", flush=True)
 
+    def in_turns(specs, repeats):
+        """Each measurement `repeats` times, taking turns; kept: the run of median wall time,
+        with every run's (`walls`) and, pair by pair, each wall over the first's (`ratios`)."""
+        got = {key: [] for key in specs}
+        for i in range(repeats):
+            for key, spec in specs.items():
+                print(f"[bench] {key} ({i + 1} of {repeats}) ...", flush=True)
+                got[key].append(measure(*spec(i), out / f"{key}.{i}.log"))
+                print(f"[bench] {key}: {got[key][-1]['wall_seconds']:.1f}s", flush=True)
+        first = next(iter(specs))
+        for key, runs in got.items():
+            walls = [r["wall_seconds"] for r in runs]
+            res[key] = {**sorted(runs, key=lambda r: r["wall_seconds"])[(len(runs) - 1) // 2], "walls": walls,
+                        "ratios": [w / r["wall_seconds"] for w, r in zip(walls, got[first])]}
+
     r18 = ["model=resnet18", "model.pretrained=false", f"trainer.epochs={E}"]
     if "r18" in args.scenarios:
         step("ceiling_r18", {"kind": "ceiling", "n_train": n_train, "n_val": n_val, "epochs": E})
@@ -184,14 +199,16 @@ def run_all(args) -> dict:
     if "freeze" in args.scenarios:
         step("baseline_lite0_freeze", {"kind": "tutorial", "root": str(data), "model": "efficientnet_lite0",
                                        "strategy": "freeze", "epochs": F, "pretrained": True})
-        step("tl_lite0_freeze", tl_spec(f"bench-{stamp}-l0-fr", [*ds, *lite], uri), cold("one"))
+        # tl's runs take seconds on a machine whose speed drifts by tens of percent within
+        # minutes: each of these two is run `--repeats` times, in turns, and its median kept.
+        lrs = "0.002,0.004,0.008,0.016,0.032"
+        in_turns({"tl_lite0_freeze": lambda i: (tl_spec(f"bench-{stamp}-l0-fr{i}", [*ds, *lite], uri), cold(f"one{i}")),
+                  "tl_lite0_freeze_lr_sweep": lambda i: (tl_spec(f"bench-{stamp}-l0-sweep{i}", [
+                      "-m", *ds, *lite, f"optimizer.lr={lrs}"], uri), cold(f"sweep{i}"))}, args.repeats)
         # The same run in fp32: does the precision tl picked (bf16 where the CPU has it) keep
         # the accuracy, and is it faster end to end?
         step("tl_lite0_freeze_fp32", tl_spec(f"bench-{stamp}-l0-fp32", [*ds, *lite, "trainer.precision=fp32"], uri),
              cold("fp32"))
-        lrs = "0.002,0.004,0.008,0.016,0.032"
-        step("tl_lite0_freeze_lr_sweep", tl_spec(f"bench-{stamp}-l0-sweep", ["-m", *ds, *lite, f"optimizer.lr={lrs}"], uri),
-             cold("sweep"))
     if "screen" in args.scenarios:
         _screen(args, step, cold, ds, uri, stamp)
     if "continue" in args.scenarios:
@@ -263,6 +280,8 @@ def main(argv=None) -> None:
     p.add_argument("--freeze-epochs", type=int, default=25, help="epochs of the freeze scenarios")
     p.add_argument("--scenarios", nargs="+", default=["r18", "freeze", "screen", "continue", "neighbour"],
                    choices=["r18", "freeze", "screen", "continue", "neighbour", "views", "answer"])
+    p.add_argument("--repeats", type=int, default=3, help="runs of the lite0 freeze and lr sweep rows, "
+                   "taken in turns; each row is their median")
     p.add_argument("--views", nargs="+", type=int, default=[1, 2, 4])
     p.add_argument("--out", default=str(project_root() / "bench" / time.strftime("%Y-%m-%d_%H-%M-%S")))
     p.add_argument("--tracking-uri", help="where the bench's own runs go (default: a store in --out)")

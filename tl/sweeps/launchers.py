@@ -24,8 +24,6 @@ from collections import deque
 from concurrent.futures import Future
 
 from hydra.core.singleton import Singleton
-from joblib.externals.loky import ProcessPoolExecutor
-from joblib.externals.loky.process_executor import BrokenProcessPool
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from tl.errors import ConfigError
@@ -129,11 +127,16 @@ class _Slot:
     death fails its own job only, and a fresh slot takes the queued ones."""
 
     def __init__(self, env: dict[str, str]):
+        # joblib only for joblib sweeps: importing loky costs every other process 0.15 s
+        from joblib.externals.loky import ProcessPoolExecutor
+
         self.executor = ProcessPoolExecutor(max_workers=1, env=env)
         self.pid = self.executor.submit(os.getpid).result()
         self.future, self.job, self.dead = None, None, False
 
     def run(self, fn, idx: int, overrides, *args) -> None:
+        from joblib.externals.loky.process_executor import BrokenProcessPool
+
         self.job = (idx, list(overrides))
         try:
             self.future = self.executor.submit(fn, idx, overrides, *args)
@@ -143,6 +146,8 @@ class _Slot:
 
     def result(self):
         """This slot's finished job's JobReturn; frees the slot."""
+        from joblib.externals.loky.process_executor import BrokenProcessPool
+
         (idx, overrides), future = self.job, self.future
         self.job = self.future = None
         try:
