@@ -109,3 +109,30 @@ def test_a_run_that_ends_before_its_scan_leaves_no_child(tmp_path, monkeypatch):
     pid = ahead._state["pid"]
     ahead.stop()
     assert gone(pid)
+
+
+def test_a_parent_killed_outright_takes_its_child_with_it(tmp_path):
+    import subprocess
+    import sys
+
+    root = make_image_folder(tmp_path / "d")
+    script = (
+        "import os, time\n"
+        "from omegaconf import OmegaConf\n"
+        "from tl.data import ahead\n"
+        "ahead._check_and_exit = lambda cfg, root: (time.sleep(60), os._exit(0))\n"
+        f"ahead.start(OmegaConf.create({{'name': 'imagefolder', 'root': {str(root)!r}}}), spare_cores=1)\n"
+        "print(ahead._state['pid'], flush=True)\n"
+        "time.sleep(60)\n")
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and os.path.exists(f"/proc/{child}"):
+        with open(f"/proc/{child}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "Z":  # a zombie, waiting for init to reap it
+                break
+        time.sleep(0.05)
+    else:
+        assert not os.path.exists(f"/proc/{child}")

@@ -54,8 +54,10 @@ def start(dataset_cfg, spare_cores: int | None = None) -> bool:
     root = root_on_disk(dataset_cfg)
     if spare < 1 or root is None:
         return False
+    parent = os.getpid()
     pid = os.fork()
     if pid == 0:  # the child: never returns
+        _die_with(parent)
         _check_and_exit(dataset_cfg, root)
     _state.update(pid=pid, started=time.monotonic())
     return True
@@ -66,6 +68,18 @@ def _spare_cores() -> int:
 
     free = neighbours.free_cores(usable_cpus())
     return 0 if free is None else free - 1  # None: not a command's process (a library call, a test)
+
+
+def _die_with(parent: int) -> None:
+    """A parent killed outright (SIGKILL, the OOM killer) takes the child with it."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the child ends with its check
+        pass
+    if os.getppid() != parent:  # the parent died before the line above
+        os._exit(1)
 
 
 def _check_and_exit(dataset_cfg, root: Path) -> None:
