@@ -44,8 +44,10 @@ def train(cfg: DictConfig, extra_tags: dict[str, str] | None = None) -> RunResul
     overrides, out_dir = lifecycle.hydra_job()
     entered = time.perf_counter()
     trace = timeline.begin()
-    if not sweep.in_multirun():  # a sweep's callback started it before opening the store
-        ahead.start(cfg.dataset)  # the images are checked on a spare core while the store opens
+    # The images checked on a spare core while the store opens; a sweep's callback started it
+    # before opening the store, and a resumed run reads its own config's data, from the store.
+    if not sweep.in_multirun() and not cfg.get("resume"):
+        ahead.start(cfg.dataset)
     try:
         return _train(cfg, extra_tags, overrides, out_dir, entered, trace)
     finally:
