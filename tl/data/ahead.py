@@ -86,12 +86,9 @@ def _check_and_exit(dataset_cfg, root: Path) -> None:
     code = 1
     try:
         _quiet()
-        from tl.data import identity, layout
+        from tl.data import datasets, identity
 
-        found = layout.find(root, dataset_cfg.get("splits"))
-        # As the run's scan calls it (`layout.collect`): the same files, so the same cache entries.
-        layout.collect(found, dataset_cfg.get("val_fraction"), dataset_cfg.get("test_fraction"),
-                       int(dataset_cfg.get("split_seed") or 0))
+        datasets.scan(dataset_cfg, root)  # the run's own scan: the same files, the same cache entries
         identity.content_digest(root)
         code = 0
     except BaseException:  # the run scans again and reports what is wrong, with its run

@@ -122,13 +122,20 @@ def decoded_side(data: DataConfig, cache_scale: float) -> int:
     return math.ceil(data.input_size * cache_scale)
 
 
+def scan(cfg, root: Path):
+    """The dataset's layout and what `layout.collect` finds in it: every image file checked
+    (`tl.data.ahead` calls this too, so its child fills the same cache entries)."""
+    found = layout.find(root, cfg.get("splits"))
+    return found, layout.collect(found, cfg.get("val_fraction"), cfg.get("test_fraction"),
+                                 int(cfg.get("split_seed", 0)))
+
+
 def _folder_splits(cfg, root: Path, data: DataConfig, cache_mb: float, cache_scale: float,
                    train_side: int | None) -> Splits:
     seed = int(cfg.get("split_seed", 0))
     ahead.wait()  # a child checking these files as the run started: its results are this scan's
-    found = layout.find(root, cfg.get("splits"))
+    found, (classes, samples, skipped, how) = scan(cfg, root)
     layout.note_set_aside(found)
-    classes, samples, skipped, how = layout.collect(found, cfg.get("val_fraction"), cfg.get("test_fraction"), seed)
     train = _limit(samples["train"], cfg.get("limit_per_class"), seed)
     val = _limit(samples["val"], cfg.get("limit_per_class"), seed + 1)
     test = _limit(samples["test"], cfg.get("limit_per_class"), seed + 2)

@@ -96,11 +96,11 @@ def confusion_image(matrix: list[list[int]], classes: list[str], split: str = "v
     bottom = PAD + (line if upright_cols else label_w) + PAD + line + PAD  # column names, "predicted"
     bar_x = left + side + 3 * PAD
     bar_w = 14
-    right = 3 * PAD + bar_w + PAD + label_font.getlength(str(scale_of(matrix))) + PAD
+    top_count = scale_of(matrix)
+    right = 3 * PAD + bar_w + PAD + label_font.getlength(str(top_count)) + PAD
     im = Image.new("RGB", (int(left + side + right), top + side + bottom), PAPER)
     d = ImageDraw.Draw(im)
     d.text((left + side / 2, PAD), f"confusion matrix ({split})", font=title_font, fill=INK, anchor="ma")
-    top_count = scale_of(matrix)
     for i, row in enumerate(matrix):
         for j, count in enumerate(row):
             x, y = left + j * cell, top + i * cell
