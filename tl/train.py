@@ -8,9 +8,10 @@ from __future__ import annotations
 import os
 import sys
 
-from tl.runtime import collector, neighbours, wait_policy
+from tl.runtime import allocator, collector, neighbours, wait_policy
 
 wait_policy.apply()  # before anything below loads torch: OpenMP reads its wait policy only then
+allocator.apply()
 if __name__ == "__main__":  # `python -m tl.train`, not a library import (a test's, say)
     neighbours.mark()  # what other processes use while this one starts decides its threads
     collector.hold()  # main() releases it once the imports below are done

@@ -52,9 +52,10 @@ def _child(spec: dict) -> dict:
                 raise
         return _tl_results(spec["uri"], spec["experiment"])
     if kind == "continue":
-        from tl.runtime import wait_policy
+        from tl.runtime import allocator, wait_policy
 
         wait_policy.apply()  # as tl-train's entry does, before torch loads
+        allocator.apply()
         from tl.bench import trials
 
         return trials.continued(spec["overrides"], spec["uri"], spec["stop_batch"])

@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tl.runtime import collector, neighbours, wait_policy
+from tl.runtime import allocator, collector, neighbours, wait_policy
 
 wait_policy.apply()  # as tl-train's entry: `tl rank` loads torch in this process
+allocator.apply()
 
 from tl.cli import runs  # noqa: E402
 from tl.errors import TLError  # noqa: E402

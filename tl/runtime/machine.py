@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from tl.errors import ConfigError, not_one_of
-from tl.runtime import neighbours, wait_policy
+from tl.runtime import allocator, neighbours, wait_policy
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -49,6 +49,7 @@ class Runtime:
             "runtime.threads_reason": THREADS_REASON,
             "runtime.usable_cpus": str(usable_cpus()),
             "runtime.omp_wait_policy": wait_policy.describe(),
+            "runtime.malloc": allocator.describe(),
         }
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from tl.data import ahead
-from tl.runtime import cost, machine, parallel, timeline
+from tl.runtime import allocator, cost, machine, parallel, timeline
 from tl.sweeps import sweep
 from tl.tracking import redact, store
 from tl.training import checkpoints, diagnostics, head_grid, identity, jobs, lifecycle, loop, phases, resume, rungs
@@ -52,6 +52,7 @@ def train(cfg: DictConfig, extra_tags: dict[str, str] | None = None) -> RunResul
         return _train(cfg, extra_tags, overrides, out_dir, entered, trace)
     finally:
         ahead.stop()  # a run that failed before its scan leaves no child behind
+        allocator.release()
 
 
 def _train(cfg: DictConfig, extra_tags, overrides, out_dir, entered: float, trace) -> RunResult:
