@@ -137,3 +137,22 @@ def test_repeated_rows_keep_their_median_run_and_the_sweep_is_judged_pair_by_pai
     assert t["lite0 freeze end to end, tutorial / tl"]["value"] == 300.0 / 11.0
     note = {r["measurement"]: r for r in report.rows({**results(), "tl_lite0_freeze": one})}["tl_lite0_freeze"]["note"]
     assert note.endswith("median of 10.0, 11.0, 14.0 s")
+
+
+def test_throughput_ratios_taken_in_turns_are_the_median_of_each_turns_ratio():
+    # The machine slows between turns: each turn's tl / ceiling holds, a ratio across turns would not.
+    ceiling = {**results()["ceiling_r18"], "walls": [5.0, 9.0, 6.0], "rates": [100.0, 50.0, 80.0]}
+    finetune = {**tl_result(90.0), "walls": [20.0, 36.0, 24.0], "rates": [90.0, 44.0, 70.0]}
+    partial = {**tl_result(60.0), "walls": [15.0, 27.0, 18.0], "rates": [120.0, 60.0, 91.0]}
+    res = {**results(), "ceiling_r18": ceiling, "tl_r18_finetune": finetune, "tl_r18_partial": partial}
+    t = {x["target"]: x for x in report.targets(res)}
+    assert t["resnet18 finetune epoch throughput, tl / compute ceiling"]["value"] == 0.88  # 0.9, 0.88, 0.875
+    assert t["partial_freeze (3 of 5 stages) / finetune throughput"]["value"] == 120.0 / 90.0  # 1.333, 1.364, 1.3
+    note = {r["measurement"]: r for r in report.rows(res)}["ceiling_r18"]["note"]
+    assert note.endswith("median of 5.0, 9.0, 6.0 s")
+
+
+def test_a_throughput_ratio_of_single_runs_is_their_own_rates():
+    t = {x["target"]: x for x in report.targets(results())}
+    assert t["resnet18 finetune epoch throughput, tl / compute ceiling"]["value"] == 0.9
+    assert t["partial_freeze (3 of 5 stages) / finetune throughput"]["value"] == 120.0 / 90.0

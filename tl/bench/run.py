@@ -184,16 +184,20 @@ def run_all(args) -> dict:
         for key, runs in got.items():
             walls = [r["wall_seconds"] for r in runs]
             res[key] = {**sorted(runs, key=lambda r: r["wall_seconds"])[(len(runs) - 1) // 2], "walls": walls,
-                        "ratios": [w / r["wall_seconds"] for w, r in zip(walls, got[first])]}
+                        "ratios": [w / r["wall_seconds"] for w, r in zip(walls, got[first])],
+                        "rates": [_epoch_rate(r) for r in runs]}
 
     r18 = ["model=resnet18", "model.pretrained=false", f"trainer.epochs={E}"]
     if "r18" in args.scenarios:
-        step("ceiling_r18", {"kind": "ceiling", "n_train": n_train, "n_val": n_val, "epochs": E})
+        # Throughput ratios between runs a minute apart move with the machine's drift: the
+        # ceiling and tl's two strategies take turns, and each ratio is the median of its turns'.
+        in_turns({"ceiling_r18": lambda i: ({"kind": "ceiling", "n_train": n_train, "n_val": n_val, "epochs": E},),
+                  "tl_r18_finetune": lambda i: (tl_spec(f"bench-{stamp}-r18-ft{i}", [*ds, *r18, "strategy=finetune"],
+                                                        uri),),
+                  "tl_r18_partial": lambda i: (tl_spec(f"bench-{stamp}-r18-pf{i}", [
+                      *ds, *r18, "strategy=partial_freeze", "strategy.frozen_stages=3"], uri),)}, args.repeats)
         step("baseline_r18_finetune", {"kind": "tutorial", "root": str(data), "model": "resnet18",
                                        "strategy": "finetune", "epochs": E, "pretrained": False})
-        step("tl_r18_finetune", tl_spec(f"bench-{stamp}-r18-ft", [*ds, *r18, "strategy=finetune"], uri))
-        step("tl_r18_partial", tl_spec(f"bench-{stamp}-r18-pf", [*ds, *r18, "strategy=partial_freeze",
-                                                                  "strategy.frozen_stages=3"], uri))
         step("tl_r18_finetune_cap", tl_spec(f"bench-{stamp}-r18-cap", [*ds, *r18, "strategy=finetune",
                                                                         "trainer.image_cache_mb=20"], uri))
     lite = ["model=efficientnet_lite0", "strategy=freeze", f"trainer.epochs={F}"]
@@ -260,6 +264,14 @@ def _neighbour(step, ds, uri, stamp) -> None:
          {"OMP_WAIT_POLICY": "ACTIVE"}, beside=True)
 
 
+def _epoch_rate(result: dict) -> float | None:
+    """A measurement's epoch images per second: the ceiling's, or its first tl run's median."""
+    if "epoch_images_per_second" in result:
+        return result["epoch_images_per_second"]
+    runs = result.get("runs") or [{}]
+    return runs[0].get("epoch_images_per_second")
+
+
 def _usable_cpus() -> int:
     from tl.runtime.machine import usable_cpus
 
@@ -281,8 +293,8 @@ def main(argv=None) -> None:
     p.add_argument("--freeze-epochs", type=int, default=25, help="epochs of the freeze scenarios")
     p.add_argument("--scenarios", nargs="+", default=["r18", "freeze", "screen", "continue", "neighbour"],
                    choices=["r18", "freeze", "screen", "continue", "neighbour", "views", "answer"])
-    p.add_argument("--repeats", type=int, default=3, help="runs of the lite0 freeze and lr sweep rows, "
-                   "taken in turns; each row is their median")
+    p.add_argument("--repeats", type=int, default=3, help="runs of the compute ceiling, resnet18 finetune and "
+                   "partial_freeze, lite0 freeze and lr sweep rows, taken in turns; each row is their median")
     p.add_argument("--views", nargs="+", type=int, default=[1, 2, 4])
     p.add_argument("--out", default=str(project_root() / "bench" / time.strftime("%Y-%m-%d_%H-%M-%S")))
     p.add_argument("--tracking-uri", help="where the bench's own runs go (default: a store in --out)")
