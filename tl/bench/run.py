@@ -178,7 +178,7 @@ def run_all(args) -> dict:
         for i in range(repeats):
             for key, spec in specs.items():
                 print(f"[bench] {key} ({i + 1} of {repeats}) ...", flush=True)
-                got[key].append(measure(*spec(i), out / f"{key}.{i}.log"))
+                got[key].append(measure(*spec(i), log_to=out / f"{key}.{i}.log"))
                 print(f"[bench] {key}: {got[key][-1]['wall_seconds']:.1f}s", flush=True)
         first = next(iter(specs))
         for key, runs in got.items():
