@@ -7,9 +7,9 @@ that the kernel must fault in and zero. Measured on a quiet 2-core Xeon, interle
 frozen pass over 794 images took 1.7M page faults, 3.9-4.6 s of system time and ran at
 100-120 img/s; with every block taken from the heap (M_MMAP_MAX=0) and up to 1 GiB of freed
 heap kept (M_TRIM_THRESHOLD), 0.27M faults, 0.7-0.8 s and 149-170 img/s; resnet18 finetune, 2
-epochs: 1.8-2.2M faults against 0.53M, the run 5-17% shorter. The price is memory kept: peak
-RSS +0.15 GB for the lite0 pass, and what a run freed stays with the process until
-`release()`.
+epochs: 1.8-2.2M faults against 0.53M, the run 5-17% shorter. The price is memory kept: what
+a run frees stays with the process until `release()` (peak RSS: +0.15 GB for that pass alone,
+unchanged for a whole lite0 freeze run, 1430 MiB).
 
 glibc reads the same settings from the environment (MALLOC_MMAP_MAX_, MALLOC_TRIM_THRESHOLD_),
 so `apply()` sets them there too, for the processes a sweep's launcher starts. Settings the
