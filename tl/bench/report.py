@@ -15,8 +15,9 @@ def _first(r: dict) -> dict:
     return r["runs"][0] if r.get("runs") else {}
 
 
-def _rate(r: dict) -> float:
-    return r["epoch_images_per_second"] if "epoch_images_per_second" in r else _first(r)["epoch_images_per_second"]
+def epoch_rate(r: dict) -> float | None:
+    """A measurement's epoch images per second: the ceiling's own, or its first tl run's median."""
+    return r["epoch_images_per_second"] if "epoch_images_per_second" in r else _first(r).get("epoch_images_per_second")
 
 
 def _paired(a: dict, b: dict) -> float:
@@ -24,7 +25,7 @@ def _paired(a: dict, b: dict) -> float:
     speed drifts between turns, not within one); else the two measurements' own."""
     ra, rb = a.get("rates") or [], b.get("rates") or []
     pairs = [x / y for x, y in zip(ra, rb) if x and y]
-    return statistics.median(pairs) if len(pairs) > 1 and len(ra) == len(rb) else _rate(a) / _rate(b)
+    return statistics.median(pairs) if len(pairs) > 1 and len(ra) == len(rb) else epoch_rate(a) / epoch_rate(b)
 
 
 def rows(res: dict) -> list[dict]:

@@ -15,6 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from tl.bench import report
 from tl.runtime.paths import project_root
 
 MARK = "BENCH-RESULT "
@@ -185,7 +186,7 @@ def run_all(args) -> dict:
             walls = [r["wall_seconds"] for r in runs]
             res[key] = {**sorted(runs, key=lambda r: r["wall_seconds"])[(len(runs) - 1) // 2], "walls": walls,
                         "ratios": [w / r["wall_seconds"] for w, r in zip(walls, got[first])],
-                        "rates": [_epoch_rate(r) for r in runs]}
+                        "rates": [report.epoch_rate(r) for r in runs]}
 
     r18 = ["model=resnet18", "model.pretrained=false", f"trainer.epochs={E}"]
     if "r18" in args.scenarios:
@@ -264,14 +265,6 @@ def _neighbour(step, ds, uri, stamp) -> None:
          {"OMP_WAIT_POLICY": "ACTIVE"}, beside=True)
 
 
-def _epoch_rate(result: dict) -> float | None:
-    """A measurement's epoch images per second: the ceiling's, or its first tl run's median."""
-    if "epoch_images_per_second" in result:
-        return result["epoch_images_per_second"]
-    runs = result.get("runs") or [{}]
-    return runs[0].get("epoch_images_per_second")
-
-
 def _usable_cpus() -> int:
     from tl.runtime.machine import usable_cpus
 
@@ -301,8 +294,6 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     if args.child:
         return child_main(args.child)
-    from tl.bench import report
-
     results = run_all(args)
     report.write(results, Path(args.out))
 
