@@ -73,6 +73,7 @@ def apply() -> None:
         return
     os.environ.update(SETTINGS)
     os.environ[MARK] = "tl"
+    _state["libc"] = libc  # what `release` trims: only memory that tl's settings kept
     _state["described"] = (f"glibc heap reuse: M_MMAP_MAX=0, M_TRIM_THRESHOLD={TRIM_BYTES >> 20} MiB "
                            "(tl's default: a batch's activations reuse the last batch's pages)")
 
@@ -89,5 +90,5 @@ def describe() -> str:
 def release() -> None:
     """Give the memory a finished run freed back to the system (the kept heap included): a
     sweep's next run, or whatever runs after tl in this process, starts from what is in use."""
-    if _state.get("described", "").startswith("glibc heap reuse"):
-        _libc().malloc_trim(0)
+    if "libc" in _state:
+        _state["libc"].malloc_trim(0)
